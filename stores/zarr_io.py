@@ -1,0 +1,160 @@
+"""What every avfix store shares: opening, per-video groups, arrays with named dimensions, completion
+markers, failure records and consolidation.
+
+Rules that keep concurrent writers safe on Zarr v3 (no locks):
+- the coordinating process alone writes store-level attributes and (re)creates a video's group;
+- a worker writes only chunks of its own video's arrays, which were preallocated beforehand;
+- a video is complete only when its group carries `status == "complete"` and a fingerprint, written last.
+Empty chunks are never written by Zarr, so an all-zero array and an unwritten one look the same: the
+marker, not the data, says what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+SCHEMA_VERSION = 1
+VIDEOS = "videos"
+FAILURES_ATTR = "failures"
+
+STATUS_COMPLETE = "complete"
+STATUS_IN_PROGRESS = "in_progress"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Name, dimensions, dtype and chunk length along the first axis of one per-video array."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    chunk_t: int = 16
+    fill_value: Any = 0
+
+
+def compressor(level: int = 3) -> ZstdCodec:
+    return ZstdCodec(level=level)
+
+
+def open_root(path: str | Path, mode: str = "r") -> zarr.Group:
+    """Open a store's root group. `mode` 'r' reads only; 'a' creates the store when missing."""
+    path = Path(path)
+    if mode == "r" and not path.exists():
+        raise FileNotFoundError(f"{path}: no such store")
+    root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+    if mode != "r" and VIDEOS not in root:
+        root.create_group(VIDEOS)
+    return root
+
+
+def check_schema(root: zarr.Group, kind: str, path: str | Path) -> None:
+    """Raise a clear error when the store is not a `kind` store of this schema version."""
+    attrs = dict(root.attrs)
+    found_kind = attrs.get("store_kind")
+    if found_kind != kind:
+        raise ValueError(f"{path}: not an avfix {kind} store (store_kind={found_kind!r})")
+    version = attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: {kind} store has schema version {version!r}, this avfix reads version {SCHEMA_VERSION}"
+        )
+
+
+def init_store_attrs(root: zarr.Group, kind: str, extra: dict[str, Any]) -> None:
+    """Write the store-level attributes (coordinating process only)."""
+    root.attrs.update(
+        {"store_kind": kind, "schema_version": SCHEMA_VERSION, "avfix_version": package_version(), **extra}
+    )
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("avfix")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def video_group(root: zarr.Group, video_id: str) -> zarr.Group | None:
+    key = f"{VIDEOS}/{video_id}"
+    return root[key] if key in root else None  # type: ignore[return-value]
+
+
+def new_video_group(root: zarr.Group, video_id: str, attrs: dict[str, Any]) -> zarr.Group:
+    """(Re)create a video's group, empty and marked in progress (coordinating process only)."""
+    videos = root[VIDEOS]
+    if video_id in videos:
+        del videos[video_id]
+    group = videos.create_group(video_id)
+    group.attrs.update({**attrs, "status": STATUS_IN_PROGRESS})
+    return group
+
+
+def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...]) -> zarr.Array:
+    chunks = (max(1, min(spec.chunk_t, shape[0] or 1)),) + tuple(shape[1:])
+    return group.create_array(
+        spec.name,
+        shape=shape,
+        chunks=chunks,
+        dtype=spec.dtype,
+        fill_value=spec.fill_value,
+        compressors=compressor(),
+        dimension_names=spec.dims,
+        overwrite=True,
+    )
+
+
+def mark_complete(group: zarr.Group, fingerprint: str, extra: dict[str, Any] | None = None) -> None:
+    """Written last: only now does the video count as done."""
+    group.attrs.update(
+        {**(extra or {}), "fingerprint": fingerprint, "completed_at": time.time(), "status": STATUS_COMPLETE}
+    )
+
+
+def is_complete(group: zarr.Group | None, fingerprint: str | None = None) -> bool:
+    if group is None:
+        return False
+    attrs = group.attrs
+    if attrs.get("status") != STATUS_COMPLETE:
+        return False
+    return fingerprint is None or attrs.get("fingerprint") == fingerprint
+
+
+def record_failures(root: zarr.Group, failures: dict[str, dict[str, str]]) -> None:
+    """Replace the store's failure table {video_id: {path, reason}} (coordinating process only)."""
+    root.attrs[FAILURES_ATTR] = failures
+
+
+def failures_of(root: zarr.Group) -> dict[str, dict[str, str]]:
+    return dict(root.attrs.get(FAILURES_ATTR, {}))
+
+
+def complete_video_ids(root: zarr.Group) -> list[str]:
+    if VIDEOS not in root:
+        return []
+    videos = root[VIDEOS]
+    return sorted(name for name, g in videos.groups() if is_complete(g))
+
+
+def consolidate(path: str | Path) -> None:
+    """Consolidate metadata once the writers are done (never while they run)."""
+    zarr.consolidate_metadata(str(path))
+
+
+def fingerprint(parts: Iterable[Any]) -> str:
+    """A stable hash of JSON-able parts (settings, input hashes, code version)."""
+    text = json.dumps(list(parts), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def as_numpy(array: zarr.Array, start: int, stop: int) -> np.ndarray:
+    return np.asarray(array[start:stop])
