@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -147,7 +148,10 @@ def complete_video_ids(root: zarr.Group) -> list[str]:
 
 def consolidate(path: str | Path) -> None:
     """Consolidate metadata once the writers are done (never while they run)."""
-    zarr.consolidate_metadata(str(path))
+    with warnings.catch_warnings():
+        # Consolidated metadata is not yet part of the Zarr v3 spec; zarr-python reads and writes it.
+        warnings.simplefilter("ignore", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
 
 
 def fingerprint(parts: Iterable[Any]) -> str:

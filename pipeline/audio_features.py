@@ -1,0 +1,137 @@
+"""Per-frame audio windows as in SPEC §1.3: 16 kHz mono, 0.5 s, 257×48 log spectrogram, z-scored.
+
+The spectrogram equals `scipy.signal.spectrogram(x, fs=16000, nperseg=512, noverlap=353)` (Tukey 0.25
+window, per-segment mean removal, one-sided PSD density), computed batched with torchaudio. torchaudio
+has no per-segment detrend, but removing a segment's mean before windowing only subtracts
+`mean · FFT(window)` from that segment's spectrum, which is what `_detrended_stft` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torchaudio
+
+SAMPLE_RATE = 16000
+N_FFT = 512
+NOVERLAP = 353
+HOP = N_FFT - NOVERLAP  # 159
+LOG_EPS = 1e-7
+STD_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class AudioWindowConfig:
+    """Window length in seconds (SPEC §1.3 uses 0.5 s, i.e. 8000 samples at 16 kHz)."""
+
+    seconds: float = 0.5
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.seconds * SAMPLE_RATE))
+
+    @property
+    def n_time(self) -> int:
+        return (self.n_samples - NOVERLAP) // HOP
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return N_FFT // 2 + 1, self.n_time
+
+
+def tukey_window(length: int, alpha: float = 0.25, periodic: bool = True) -> torch.Tensor:
+    """Tukey (tapered cosine) window; periodic by default, as scipy's spectrogram uses it.
+
+    Written here rather than imported because importing scipy.signal costs over a second per process.
+    """
+    m = length + 1 if periodic else length
+    n = torch.arange(m, dtype=torch.float64)
+    width = int(np.floor(alpha * (m - 1) / 2.0))
+    window = torch.ones(m, dtype=torch.float64)
+    rise = n[: width + 1]
+    window[: width + 1] = 0.5 * (1 + torch.cos(np.pi * (-1 + 2.0 * rise / alpha / (m - 1))))
+    fall = n[m - width - 1 :]
+    window[m - width - 1 :] = 0.5 * (1 + torch.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * fall / alpha / (m - 1))))
+    return window[:length]
+
+
+@lru_cache(maxsize=1)
+def _tukey() -> torch.Tensor:
+    return tukey_window(N_FFT, 0.25)
+
+
+def _tukey_window_fn(length: int, **_: object) -> torch.Tensor:
+    return _tukey()[:length]
+
+
+@lru_cache(maxsize=1)
+def _stft() -> torchaudio.transforms.Spectrogram:
+    return torchaudio.transforms.Spectrogram(
+        n_fft=N_FFT, hop_length=HOP, window_fn=_tukey_window_fn, power=None, center=False, normalized=False
+    )
+
+
+def _detrended_stft(windows: torch.Tensor) -> torch.Tensor:
+    """Complex STFT (B, 257, T) of each window with every 512-sample segment's mean removed."""
+    spec = _stft().to(windows.device, torch.float64)(windows)
+    seg_means = torch.nn.functional.avg_pool1d(windows.unsqueeze(1), N_FFT, HOP).squeeze(1)  # (B, T)
+    window_fft = torch.fft.rfft(_tukey().to(windows.device))  # (257,)
+    return spec - window_fft[None, :, None] * seg_means[:, None, :]
+
+
+def psd_spectrogram(windows: torch.Tensor) -> torch.Tensor:
+    """One-sided PSD (B, 257, T) in the units of scipy.signal.spectrogram (scaling='density')."""
+    spec = _detrended_stft(windows.to(torch.float64))
+    window = _tukey().to(spec.device)
+    psd = spec.abs().square() / (SAMPLE_RATE * window.square().sum())
+    psd[:, 1:-1, :] *= 2.0  # one-sided: fold negative frequencies (not DC, not Nyquist for even N)
+    return psd
+
+
+def log_spectrogram_windows(windows: torch.Tensor) -> torch.Tensor:
+    """(B, n_samples) waveforms → (B, 257, T) float32 log spectrograms, each z-scored on its own."""
+    clipped = windows.clamp(-1.0, 1.0)
+    log_spec = torch.log(psd_spectrogram(clipped) + LOG_EPS)
+    mean = log_spec.mean(dim=(1, 2), keepdim=True)
+    std = log_spec.std(dim=(1, 2), keepdim=True, unbiased=False)  # numpy's std, as the original
+    return ((log_spec - mean) / (std + STD_EPS)).to(torch.float32)
+
+
+def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    if rate == SAMPLE_RATE:
+        return samples.astype(np.float32, copy=False)
+    tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    return torchaudio.functional.resample(tensor, rate, SAMPLE_RATE).numpy()
+
+
+def window_starts(frame_times: np.ndarray, audio_start_time: float) -> np.ndarray:
+    """Sample index (at 16 kHz, in a buffer starting at `audio_start_time`) where each window begins.
+
+    Decision: the window of frame k starts at frame k's own timestamp. SPEC §1.3 spreads T windows
+    evenly between the first and last sample, which matches frame 0 exactly but drifts by up to half a
+    window in mid-video and ignores variable frame rates; starting at the frame time keeps frame 0's
+    convention without the drift.
+    """
+    return np.round((frame_times - audio_start_time) * SAMPLE_RATE).astype(np.int64)
+
+
+def cut_windows(signal: np.ndarray, starts: np.ndarray, n_samples: int) -> torch.Tensor:
+    """(len(starts), n_samples) windows of `signal`, silent (zero) where they run past its ends."""
+    pad = n_samples
+    padded = np.zeros(signal.size + 2 * pad, dtype=np.float32)
+    padded[pad : pad + signal.size] = signal
+    idx = np.clip(starts, -pad, signal.size + pad - n_samples) + pad
+    gather = idx[:, None] + np.arange(n_samples)[None, :]
+    return torch.from_numpy(padded[gather])
+
+
+def frame_audio_features(
+    signal_16k: np.ndarray, signal_start_time: float, frame_times: np.ndarray, config: AudioWindowConfig
+) -> np.ndarray:
+    """(len(frame_times), 257, T) float32 features for frames at absolute `frame_times`."""
+    starts = window_starts(frame_times, signal_start_time)
+    windows = cut_windows(signal_16k, starts, config.n_samples)
+    return log_spectrogram_windows(windows).numpy()

@@ -1,0 +1,130 @@
+"""features.zarr: per video, the stored frames, optical flow and per-frame audio windows.
+
+Layout (Zarr v3, zstd, chunked along t, consolidated once a stage finishes):
+
+    features.zarr/                 attrs: store_kind="features", schema_version, classes, failures, ...
+      videos/<video_id>/           attrs: label, source_path, source_size, source_hash, fps, n_frames,
+                                          width, height, has_audio, settings, status, fingerprint, ...
+        frames  uint8   (t, y, x, c)
+        flow    float16 (t, flow_component, flow_y, flow_x)  flow from frame t−1 to t (zeros at t = 0),
+                                          component 0 = dx, 1 = dy, in pixels of the stored frame
+        audio   float16 (t, freq, time)   log spectrogram window of frame t (all zeros without audio)
+        t       float64 (t,)              frame time in seconds from the first stored frame
+        freq    float32 (freq,)           spectrogram bin frequency (Hz)
+        time    float32 (time,)           spectrogram segment centre (s) from the window start
+
+The 1-D arrays `t`, `freq`, `time` become coordinates under `xarray.open_zarr(path, group=...)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from stores import zarr_io
+from stores.zarr_io import ArraySpec
+
+STORE_KIND = "features"
+STORE_NAME = "features.zarr"
+CHUNK_T = 16
+
+FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T)
+FLOW = ArraySpec("flow", ("t", "flow_component", "flow_y", "flow_x"), "float16", CHUNK_T)
+AUDIO = ArraySpec("audio", ("t", "freq", "time"), "float16", CHUNK_T)
+TIMES = ArraySpec("t", ("t",), "float64", 4096)
+FREQS = ArraySpec("freq", ("freq",), "float32", 4096)
+SEGMENT_TIMES = ArraySpec("time", ("time",), "float32", 4096)
+
+
+@dataclass(frozen=True)
+class VideoShape:
+    """Everything needed to preallocate one video's arrays."""
+
+    n_frames: int
+    height: int
+    width: int
+    flow_height: int
+    flow_width: int
+    n_freq: int
+    n_time: int
+
+
+def store_path(workspace: str | Path) -> Path:
+    return Path(workspace) / STORE_NAME
+
+
+def open_for_writing(path: str | Path, settings: dict[str, Any]) -> zarr.Group:
+    root = zarr_io.open_root(path, mode="a")
+    if "store_kind" in root.attrs:
+        zarr_io.check_schema(root, STORE_KIND, path)
+    return root
+
+
+def open_for_reading(path: str | Path) -> zarr.Group:
+    """Open an existing features store, with a clear error when it is missing or of another schema."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no features store (run `avfix extract` first)")
+    root = zarr_io.open_root(path, mode="r")
+    zarr_io.check_schema(root, STORE_KIND, path)
+    return root
+
+
+def write_store_attrs(root: zarr.Group, classes: list[str], settings: dict[str, Any]) -> None:
+    zarr_io.init_store_attrs(root, STORE_KIND, {"classes": classes, "settings": settings})
+
+
+def preallocate_video(
+    root: zarr.Group, video_id: str, shape: VideoShape, attrs: dict[str, Any]
+) -> zarr.Group:
+    """(Re)create a video's group with all arrays at their final shape, marked in progress."""
+    group = zarr_io.new_video_group(root, video_id, attrs)
+    t = shape.n_frames
+    zarr_io.create_array(group, FRAMES, (t, shape.height, shape.width, 3))
+    zarr_io.create_array(group, FLOW, (t, 2, shape.flow_height, shape.flow_width))
+    zarr_io.create_array(group, AUDIO, (t, shape.n_freq, shape.n_time))
+    zarr_io.create_array(group, TIMES, (t,))
+    zarr_io.create_array(group, FREQS, (shape.n_freq,))
+    zarr_io.create_array(group, SEGMENT_TIMES, (shape.n_time,))
+    return group
+
+
+def write_axes(group: zarr.Group, frame_times: np.ndarray, freqs: np.ndarray, segment_times: np.ndarray) -> None:
+    group[TIMES.name][:] = frame_times
+    group[FREQS.name][:] = freqs
+    group[SEGMENT_TIMES.name][:] = segment_times
+
+
+def open_video_arrays(path: str | Path, video_id: str) -> dict[str, zarr.Array]:
+    """A worker's handles on one video's arrays (opened by path: workers share no objects)."""
+    group = zarr.open_group(str(path), mode="r+", path=f"{zarr_io.VIDEOS}/{video_id}", zarr_format=3)
+    return {spec.name: group[spec.name] for spec in (FRAMES, FLOW, AUDIO)}  # type: ignore[misc]
+
+
+def write_segment(
+    arrays: dict[str, zarr.Array], start: int, frames: np.ndarray, flow: np.ndarray, audio: np.ndarray | None
+) -> None:
+    """Write frames [start, start + len) of one video. Segments start on chunk boundaries."""
+    stop = start + frames.shape[0]
+    arrays[FRAMES.name][start:stop] = frames
+    arrays[FLOW.name][start:stop] = flow.astype(np.float16)
+    if audio is not None:  # no audio: the array keeps its fill value 0 and no chunk is written
+        arrays[AUDIO.name][start:stop] = audio.astype(np.float16)
+
+
+def video_attrs(root: zarr.Group, video_id: str) -> dict[str, Any] | None:
+    group = zarr_io.video_group(root, video_id)
+    return None if group is None else dict(group.attrs)
+
+
+def complete_videos(root: zarr.Group) -> list[str]:
+    return zarr_io.complete_video_ids(root)
+
+
+def open_video_dataset(path: str | Path, video_id: str) -> xr.Dataset:
+    """One video as an xarray Dataset (frames, flow, audio with named dimensions and coordinates)."""
+    return xr.open_zarr(str(path), group=f"{zarr_io.VIDEOS}/{video_id}", consolidated=False)
