@@ -40,7 +40,7 @@ def _emit_summary(summary: dict, as_json: bool, text: str) -> None:
 @click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio: the shorter side becomes --size.")
 @click.option("--flow", type=click.Choice(["dis", "none"]), default="dis", help="Optical flow method.")
 @click.option("--flow-scale", type=float, default=0.5, help="Flow grid size as a fraction of the frame size.")
-@click.option("--flow-preset", type=click.Choice(["ultrafast", "fast", "medium"]), default="fast")
+@click.option("--flow-preset", type=click.Choice(["ultrafast", "fast", "medium"]), default="ultrafast")
 @click.option("--audio-window", type=float, default=0.5, help="Audio window per frame, seconds (SPEC §1.3).")
 @click.option("--segment-frames", type=int, default=512, help="Frames per task (long videos are split).")
 @click.option("-j", "--workers", type=int, default=1, help="Local dask workers (processes when > 1).")

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -167,15 +168,23 @@ def _extract_segment(
     audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
     grid_w, grid_h = config.flow.grid(*out_wh)
     chunk = fstore.CHUNK_T
-    for chunk_start in range(start, stop, chunk):
-        chunk_stop = min(chunk_start + chunk, stop)
-        rgb = np.stack([next(frames) for _ in range(chunk_stop - chunk_start)])
-        if flow is not None:
-            motion = np.stack([flow.next(frame) for frame in rgb])
-        else:
-            motion = np.zeros((rgb.shape[0], 2, grid_h, grid_w), dtype=np.float32)
-        spectra = audio.features(chunk_start, chunk_stop) if audio is not None else None
-        fstore.write_segment(arrays, chunk_start, rgb, motion, spectra)
+    # Compression and writing of chunk n overlap the decoding of chunk n+1 (both release the GIL);
+    # one write in flight keeps memory at two chunks.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: Future | None = None
+        for chunk_start in range(start, stop, chunk):
+            chunk_stop = min(chunk_start + chunk, stop)
+            rgb = np.stack([next(frames) for _ in range(chunk_stop - chunk_start)])
+            if flow is not None:
+                motion = np.stack([flow.next(frame) for frame in rgb])
+            else:
+                motion = np.zeros((rgb.shape[0], 2, grid_h, grid_w), dtype=np.float32)
+            spectra = audio.features(chunk_start, chunk_stop) if audio is not None else None
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(fstore.write_segment, arrays, chunk_start, rgb, motion, spectra)
+        if pending is not None:
+            pending.result()
 
 
 class _SegmentAudio:

@@ -20,7 +20,7 @@ class FlowConfig:
 
     method: str = "dis"
     scale: float = 0.5
-    preset: str = "fast"
+    preset: str = "ultrafast"
 
     def grid(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the flow grid."""

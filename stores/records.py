@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # A video id becomes a Zarr group name, so it must not be able to name a path outside `videos/`.
-_VIDEO_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_VIDEO_ID = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 
 
 def video_id_problem(video_id: str) -> str | None:
