@@ -101,7 +101,9 @@ def write_axes(group: zarr.Group, frame_times: np.ndarray, freqs: np.ndarray, se
 
 def open_video_arrays(path: str | Path, video_id: str) -> dict[str, zarr.Array]:
     """A worker's handles on one video's arrays (opened by path: workers share no objects)."""
-    group = zarr.open_group(str(path), mode="r+", path=f"{zarr_io.VIDEOS}/{video_id}", zarr_format=3)
+    group = zarr.open_group(
+        str(path), mode="r+", path=f"{zarr_io.VIDEOS}/{video_id}", zarr_format=3, use_consolidated=False
+    )
     return {spec.name: group[spec.name] for spec in (FRAMES, FLOW, AUDIO)}  # type: ignore[misc]
 
 

@@ -52,7 +52,9 @@ def open_root(path: str | Path, mode: str = "r") -> zarr.Group:
     path = Path(path)
     if mode == "r" and not path.exists():
         raise FileNotFoundError(f"{path}: no such store")
-    root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+    # Never through consolidated metadata: it is a snapshot from the end of the last run, stale for
+    # groups created since (and after a killed run); it is written for outside readers such as xarray.
+    root = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
     if mode != "r" and VIDEOS not in root:
         root.create_group(VIDEOS)
     return root

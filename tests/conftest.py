@@ -1,0 +1,143 @@
+"""Shared fixtures: tiny generated media written with PyAV (no files in git, no network)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+
+@dataclass(frozen=True)
+class TestVideo:
+    path: Path
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+    frame_times: tuple[float, ...]
+
+
+def textured_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth random texture (DIS needs texture to find motion), RGB uint8."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(height // 4 + 2, width // 4 + 2, 3))
+    ys = np.linspace(0, coarse.shape[0] - 1.001, height)
+    xs = np.linspace(0, coarse.shape[1] - 1.001, width)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    img = (
+        coarse[y0][:, x0] * (1 - fy) * (1 - fx)
+        + coarse[y0 + 1][:, x0] * fy * (1 - fx)
+        + coarse[y0][:, x0 + 1] * (1 - fy) * fx
+        + coarse[y0 + 1][:, x0 + 1] * fy * fx
+    )
+    return img.astype(np.uint8)
+
+
+def write_video(
+    path: Path,
+    n_frames: int = 12,
+    fps: int = 10,
+    size: tuple[int, int] = (64, 48),
+    codec: str = "libx264",
+    audio_channels: int = 1,
+    audio_rate: int = 16000,
+    with_audio: bool = True,
+    audio_first: bool = False,
+    data_stream: bool = False,
+    vfr: bool = False,
+    shift_per_frame: tuple[int, int] = (0, 0),
+    tone: tuple[float, int] | None = None,
+    marker: bool = True,
+) -> TestVideo:
+    """Write a small video. Frame k carries a marker: a white column at x = 2k (for decoding checks).
+
+    `shift_per_frame` translates a texture by an integer (dx, dy) each frame (for flow checks);
+    `tone=(hz, frame)` adds a sine that starts at that frame's timestamp; `vfr` alternates frame
+    gaps of 1 and 2 periods (time base 1/1000); `data_stream` writes MPEG-TS with a data stream first.
+    """
+    width, height = size
+    container = av.open(str(path), "w", format="mpegts" if data_stream else None)
+    audio_stream = None
+    data = None
+    if data_stream:  # first in the file, so stream 0 is neither video nor audio
+        data = container.add_data_stream()
+        data.time_base = Fraction(1, 90000)
+
+    def add_audio() -> av.AudioStream:
+        layout = {1: "mono", 2: "stereo", 6: "5.1"}[audio_channels]
+        return container.add_stream("aac" if codec != "mpeg2video" else "mp2", rate=audio_rate, layout=layout)
+
+    if with_audio and audio_first:
+        audio_stream = add_audio()
+    video = container.add_stream(codec, rate=fps)
+    video.width, video.height = width, height
+    video.pix_fmt = "yuv444p" if (codec == "libx264" and (width % 2 or height % 2)) else "yuv420p"
+    if vfr:
+        video.time_base = Fraction(1, 1000)
+    if with_audio and not audio_first:
+        audio_stream = add_audio()
+    texture = textured_image(width + 64, height + 64)
+    times = []
+    pts_ms = 0
+    for k in range(n_frames):
+        dx, dy = shift_per_frame
+        ox, oy = 32 - dx * k, 32 - dy * k
+        img = texture[oy : oy + height, ox : ox + width].copy()
+        if marker and 2 * k < width:
+            img[:, 2 * k] = 255
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        if vfr:
+            frame.pts = pts_ms
+            frame.time_base = Fraction(1, 1000)
+            times.append(pts_ms / 1000)
+            pts_ms += int(1000 / fps) * (1 + k % 2)
+        else:
+            times.append(k / fps)
+        for packet in video.encode(frame):
+            container.mux(packet)
+        if data is not None:
+            note = av.Packet(b"telemetry")
+            note.stream, note.time_base = data, Fraction(1, 90000)
+            note.pts = note.dts = int(times[-1] * 90000)
+            container.mux(note)
+    for packet in video.encode():
+        container.mux(packet)
+    if audio_stream is not None:
+        duration = times[-1] + 1 / fps
+        n = int(duration * audio_rate)
+        t = np.arange(n) / audio_rate
+        signal = np.zeros(n, dtype=np.float32)
+        if tone is not None:
+            hz, onset_frame = tone
+            signal = np.where(t >= times[onset_frame], 0.5 * np.sin(2 * np.pi * hz * t), 0).astype(np.float32)
+        planes = np.repeat(signal[None], audio_channels, axis=0)
+        fmt = "fltp" if codec != "mpeg2video" else "s16p"
+        if fmt == "s16p":
+            planes = (planes * 32767).astype(np.int16)
+        step = 1024 if fmt == "fltp" else 1152
+        for start in range(0, n, step):
+            chunk = np.ascontiguousarray(planes[:, start : start + step])
+            aframe = av.AudioFrame.from_ndarray(chunk, format=fmt, layout=audio_stream.layout.name)
+            aframe.sample_rate = audio_rate
+            aframe.pts = start
+            for packet in audio_stream.encode(aframe):
+                container.mux(packet)
+        for packet in audio_stream.encode():
+            container.mux(packet)
+    container.close()
+    return TestVideo(path, n_frames, float(fps), width, height, tuple(times))
+
+
+@pytest.fixture
+def video_factory(tmp_path):
+    def make(name: str = "v.mp4", **kwargs) -> TestVideo:
+        path = tmp_path / "media" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_video(path, **kwargs)
+
+    return make
