@@ -233,8 +233,8 @@ def decode_frames(
     container = open_container(probe_.path)
     try:
         video = container.streams[probe_.video_stream]
-        video.thread_type = "AUTO"
-        video.thread_count = threads
+        if threads:  # 0 keeps FFmpeg's default, which beat frame threading here (it competes with the scaler)
+            video.thread_count = threads
         if probe_.seekable and times[0] > probe_.frame_times[0] + TIME_EPS:
             container.seek(int(times[0] / float(video.time_base)), stream=video, backward=True)
         yield from _hold_frames(_decode_tolerant(container, video), times, out_wh, probe_.native_fps)

@@ -1,0 +1,108 @@
+"""torch Datasets over features.zarr: training samples read chunk by chunk, never a whole store.
+
+A sample is one frame t of one video, optionally with its neighbours t−1 and t+1 (clamped at the
+video's ends) and its audio window. Frames come out as uint8 (H, W, 3) at the stored size: resizing,
+normalisation and augmentation happen batched on the device, not here.
+
+Each process (the main one or a DataLoader worker) opens the store lazily and keeps a small LRU cache
+of decoded chunks, so neighbouring samples of one video cost one chunk read.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import Dataset
+
+from stores import zarr_io
+
+
+@dataclass(frozen=True)
+class FrameItem:
+    video_id: str
+    t: int
+    label: int
+
+
+class ChunkCache:
+    """Reads arrays of one store by (video, name, t) through an LRU cache of whole t-chunks."""
+
+    def __init__(self, store: str | Path, max_chunks: int = 24) -> None:
+        self.store = str(store)
+        self.max_chunks = max_chunks
+        self._root: zarr.Group | None = None
+        self._chunks: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        # Workers re-open the store themselves; handles and cached chunks do not travel.
+        return {"store": self.store, "max_chunks": self.max_chunks, "_root": None, "_chunks": OrderedDict()}
+
+    def array(self, video_id: str, name: str) -> zarr.Array:
+        if self._root is None:
+            self._root = zarr_io.open_root(self.store, mode="r")
+        return self._root[f"{zarr_io.VIDEOS}/{video_id}/{name}"]  # type: ignore[return-value]
+
+    def read(self, video_id: str, name: str, t: int) -> np.ndarray:
+        array = self.array(video_id, name)
+        chunk_len = array.chunks[0]
+        key = (video_id, name, t // chunk_len)
+        chunk = self._chunks.get(key)
+        if chunk is None:
+            start = key[2] * chunk_len
+            chunk = np.asarray(array[start : start + chunk_len])
+            self._chunks[key] = chunk
+            if len(self._chunks) > self.max_chunks:
+                self._chunks.popitem(last=False)
+        else:
+            self._chunks.move_to_end(key)
+        return chunk[t % chunk_len]
+
+    def length(self, video_id: str) -> int:
+        return int(self.array(video_id, "frames").shape[0])
+
+
+class FrameSamples(Dataset):
+    """Frame t (and optionally t−1, t+1) with its audio window and the video's class index.
+
+    Returns a dict: `frames` uint8 tensor (H, W, 3), or (3, H, W, 3) with neighbours; `audio` float32
+    (F, T) when `audio` is set; `label` int64; `index` (position in `items`).
+    """
+
+    def __init__(self, store: str | Path, items: list[FrameItem], *, neighbours: bool = False, audio: bool = False):
+        self.items = items
+        self.neighbours = neighbours
+        self.audio = audio
+        self.cache = ChunkCache(store)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def frames_at(self, video_id: str, t: int) -> np.ndarray:
+        if not self.neighbours:
+            return self.cache.read(video_id, "frames", t)
+        last = self.cache.length(video_id) - 1
+        return np.stack([self.cache.read(video_id, "frames", min(max(s, 0), last)) for s in (t - 1, t, t + 1)])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.items[index]
+        sample = {
+            "frames": torch.from_numpy(np.ascontiguousarray(self.frames_at(item.video_id, item.t))),
+            "label": torch.tensor(item.label, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+        if self.audio:
+            window = self.cache.read(item.video_id, "audio", item.t)
+            sample["audio"] = torch.from_numpy(window.astype(np.float32))
+        return sample
+
+
+def read_video_arrays(store: str | Path, video_id: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Whole arrays of one video (for per-video inference)."""
+    root = zarr_io.open_root(store, mode="r")
+    group = root[f"{zarr_io.VIDEOS}/{video_id}"]
+    return {name: np.asarray(group[name][...]) for name in names}
