@@ -191,3 +191,57 @@ class AudioEventClassifier(nn.Module):
 def event_related(event_prob: Tensor, threshold: float = 0.5) -> Tensor:
     """Boolean (B,) decision from `AudioEventClassifier.event_probability`."""
     return event_prob >= threshold
+
+
+# SPEC §1.4(a): the keyword of an AVE category that must appear in the VGGSound top-1 class name.
+# Categories not listed use their own lower-cased name.
+AVE_TAG_KEYWORDS: dict[str, str] = {
+    "acoustic guitar": "guitar",
+    "baby cry, infant cry": "cry",
+    "church bell": "bell",
+    "female speech, woman speaking": "speech",
+    "fixed-wing aircraft, airplane": "airplane",
+    "frying (food)": "food",
+    "male speech, man speaking": "speaking",
+    "race car, auto racing": "car",
+    "rodents, rats, mice": "rats",
+    "toilet flush": "flush",
+    "train horn": "horn",
+    "violin, fiddle": "violin",
+}
+
+
+def tag_keyword(tag: str) -> str:
+    """The keyword looked for in VGGSound class names for a tag (SPEC §1.4a)."""
+    name = tag.strip().lower()
+    return AVE_TAG_KEYWORDS.get(name, name)
+
+
+class KeywordEventScorer(nn.Module):
+    """P(event-related audio) from a pretrained VGGSound classifier, as SPEC §1.4(a) decides it.
+
+    The original marks a frame event-related when the VGGSound top-1 class name contains the tag's
+    keyword. To give a probability rather than a yes/no, this returns the summed softmax probability
+    of every VGGSound class whose name contains the keyword; with a 0.5 threshold that agrees with the
+    top-1 rule whenever the matching classes dominate.
+    """
+
+    def __init__(self, encoder: AudioEncoder, head: nn.Linear, source_classes: list[str], tags: list[str]) -> None:
+        super().__init__()
+        if head.out_features != len(source_classes):
+            raise ValueError(f"the classifier head has {head.out_features} outputs but {len(source_classes)} "
+                             "class names were given")
+        self.encoder = encoder
+        self.head = head
+        names = [name.lower() for name in source_classes]
+        keywords = [tag_keyword(tag) for tag in tags]
+        match = torch.tensor([[keyword in name for name in names] for keyword in keywords], dtype=torch.float32)
+        self.register_buffer("match", match, persistent=False)  # (n_tags, n_source_classes)
+        self.unmatched_tags = [tag for tag, row in zip(tags, match) if not bool(row.any())]
+
+    def forward(self, spectrogram: Tensor) -> Tensor:
+        return self.head(self.encoder(spectrogram).embedding)
+
+    def event_probability(self, spectrogram: Tensor, class_index: Tensor) -> Tensor:
+        probs = self.forward(spectrogram).softmax(dim=1)
+        return (probs * self.match[class_index.long()]).sum(dim=1)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.device import autocast
+from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -108,40 +109,53 @@ def train_classifier(
     fingerprint: str,
     device: torch.device,
     report: Callable[[str], None] = log.info,
+    progress: Progress | None = None,
 ) -> TrainResult:
-    """Train `model` in place (it ends holding its best-validation weights) and return the scores."""
+    """Train `model` in place (it ends holding its best-validation weights) and return the scores.
+
+    A checkpoint is written after every epoch; an interrupted run resumes at the last finished epoch
+    with the same data order and random state, so it ends with the same weights as an uninterrupted one.
+    """
+    progress = progress or Progress(enabled=False)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     model.to(device)
     optimizer = _make_optimizer(model, config)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     state: dict[str, Any] = {"epoch": 0, "steps": 0, "best_val": -1.0, "best_state": None, "stale": 0, "finished": False}
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        if saved.get("fingerprint") == fingerprint:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["rng"])
-            state = saved["state"]
-            if state["finished"]:
-                model.load_state_dict(state["best_state"])
-                report(f"{name}: reusing {checkpoint.name} (validation accuracy {state['best_val']:.3f})")
-                return _result(name, state, checkpoint, reused=True)
-            report(f"{name}: resuming at epoch {state['epoch']}")
-        else:
-            report(f"{name}: {checkpoint.name} was trained with other settings or data; training anew")
+    # Loaded on the CPU: the RNG state must stay a CPU tensor; parameters are copied to the device.
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False) if checkpoint.exists() else None
+    if saved is not None and saved.get("fingerprint") == fingerprint:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+        if state["finished"]:
+            model.load_state_dict(state["best_state"])
+            report(f"{name}: reusing {checkpoint.name} (validation accuracy {state['best_val']:.3f})")
+            return _result(name, state, checkpoint, reused=True)
+        report(f"{name}: resuming after epoch {state['epoch']}")
     else:
+        if saved is not None:
+            report(f"{name}: {checkpoint.name} was trained with other settings or data; training anew")
         torch.manual_seed(config.seed)
 
-    generator = torch.Generator().manual_seed(config.seed + state["epoch"])
+    if len(train_set) == 0:
+        raise ValueError(f"{name}: no training samples")
+    generator = torch.Generator()
     train_loader = DataLoader(
         train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
         num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size,
     )  # fmt: skip
     val_loader = DataLoader(val_set, batch_size=config.batch_size * 2, num_workers=config.num_workers)
     loss_fn = nn.CrossEntropyLoss()
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     while state["epoch"] < config.epochs and not _out_of_steps(state, config):
         model.train()
         correct = seen = 0
+        # Each epoch's order depends on its number only, so a resumed run sees the same batches.
+        generator.manual_seed(config.seed + state["epoch"])
+        bar = progress.bar(len(train_loader), f"{name} epoch {state['epoch'] + 1}/{config.epochs}", "batch")
         for batch in train_loader:
             with autocast(device):
                 logits, labels = forward(model, _to_device(batch, device), True)
@@ -153,8 +167,11 @@ def train_classifier(
             correct += int((logits.argmax(dim=1) == labels).sum())
             seen += int(labels.numel())
             state["steps"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if _out_of_steps(state, config):
                 break
+        bar.close()
         state["epoch"] += 1
         state["train_acc"] = correct / max(seen, 1)
         val_acc = accuracy(model, val_loader, forward, device) if len(val_set) else state["train_acc"]
@@ -164,17 +181,18 @@ def train_classifier(
             state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             state["stale"] += 1
+        # Saved before anything else can be interrupted: a rerun resumes after this epoch.
+        _save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
         report(
-            f"{name}: epoch {state['epoch']} loss {float(loss):.3f} train acc {state['train_acc']:.3f} "
+            f"{name}: epoch {state['epoch']} loss {loss.item():.3f} train acc {state['train_acc']:.3f} "
             f"val acc {val_acc:.3f}"
         )
         if state["stale"] >= config.patience:
             report(f"{name}: early stop (validation accuracy has not improved for {config.patience} epochs)")
             break
-        _save_atomic(_checkpoint(model, optimizer, state, fingerprint), checkpoint)
     state["finished"] = True
     model.load_state_dict(state["best_state"])
-    _save_atomic(_checkpoint(model, optimizer, state, fingerprint), checkpoint)
+    _save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
     return _result(name, state, checkpoint, reused=False)
 
 
@@ -182,10 +200,12 @@ def _out_of_steps(state: dict[str, Any], config: TrainConfig) -> bool:
     return config.max_steps is not None and state["steps"] >= config.max_steps
 
 
-def _checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, fingerprint: str) -> dict:
+def _checkpoint(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, state: dict,
+                fingerprint: str) -> dict:  # fmt: skip
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
         "rng": torch.get_rng_state(),
         "state": state,
         "fingerprint": fingerprint,

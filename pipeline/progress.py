@@ -34,6 +34,11 @@ class Progress:
         if self.frames is not None and n:
             self.frames.update(n)
 
+    def bar(self, total: int, desc: str, unit: str = "it") -> tqdm:
+        """A transient bar for one piece of work (an epoch, a pass); disabled under --quiet."""
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=not self.enabled,
+                    position=2 if self.videos is not None else 0)
+
     def message(self, text: str) -> None:
         if self.enabled:
             tqdm.write(text, file=sys.stderr)

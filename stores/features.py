@@ -130,3 +130,22 @@ def complete_videos(root: zarr.Group) -> list[str]:
 def open_video_dataset(path: str | Path, video_id: str) -> xr.Dataset:
     """One video as an xarray Dataset (frames, flow, audio with named dimensions and coordinates)."""
     return xr.open_zarr(str(path), group=f"{zarr_io.VIDEOS}/{video_id}", consolidated=False)
+
+
+class VideoReader:
+    """Read-only block access to one video's arrays (inference reads a few chunks at a time)."""
+
+    def __init__(self, path: str | Path, video_id: str) -> None:
+        self.video_id = video_id
+        self.group = zarr.open_group(
+            str(path), mode="r", path=f"{zarr_io.VIDEOS}/{video_id}", zarr_format=3, use_consolidated=False
+        )
+        self.n_frames = int(self.group[FRAMES.name].shape[0])
+
+    def read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) of array `name`, the range clamped to the video."""
+        start, stop = max(start, 0), min(stop, self.n_frames)
+        return np.asarray(self.group[name][start:stop])
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.group[name].shape)

@@ -49,6 +49,7 @@ PSEUDO_GT = ArraySpec("pseudo_gt", ("t", "y", "x"), "float16", CHUNK_T)
 HAS_PSEUDO_GT = ArraySpec("has_pseudo_gt", ("t",), "bool", 1024, fill_value=False)
 
 ALL_ARRAYS = (COARSE_CAM, FINE_CAM, BRANCH_PROB, BRANCH_VALID, EVENT_PROB, BOX, HAS_BOX, FUSED, PSEUDO_GT, HAS_PSEUDO_GT)
+_SPECS = {spec.name: spec for spec in ALL_ARRAYS}
 
 
 @dataclass
@@ -92,12 +93,81 @@ def write_store_attrs(root: zarr.Group, attrs: dict[str, Any]) -> None:
 
 def write_video(root: zarr.Group, video_id: str, maps: VideoMaps, attrs: dict[str, Any], fingerprint: str) -> None:
     """Write one video's maps whole, then mark it complete (one writer per video)."""
-    group = zarr_io.new_video_group(root, video_id, attrs)
-    for spec in ALL_ARRAYS:
-        data = np.asarray(getattr(maps, spec.name))
-        array = zarr_io.create_array(group, spec, data.shape)
-        array[...] = data.astype(spec.dtype)
+    n_frames, map_size = maps.pseudo_gt.shape[0], maps.pseudo_gt.shape[-1]
+    group = preallocate_video(root, video_id, n_frames, map_size, attrs)
+    write_block(group, 0, {spec.name: getattr(maps, spec.name) for spec in ALL_ARRAYS})
     zarr_io.mark_complete(group, fingerprint)
+
+
+def preallocate_video(root: zarr.Group, video_id: str, n_frames: int, map_size: int, attrs: dict[str, Any]) -> zarr.Group:
+    """(Re)create a video's group with every array at its final shape, marked in progress.
+
+    Arrays are then filled block by block (`write_block`), so memory does not grow with video length.
+    """
+    group = zarr_io.new_video_group(root, video_id, attrs)
+    n_branches = len(BRANCHES)
+    shapes = {
+        COARSE_CAM.name: (n_frames, n_branches, map_size, map_size),
+        FINE_CAM.name: (n_frames, n_branches, map_size, map_size),
+        BRANCH_PROB.name: (n_frames, 2, n_branches),
+        BRANCH_VALID.name: (n_frames, n_branches),
+        EVENT_PROB.name: (n_frames,),
+        BOX.name: (n_frames, 4),
+        HAS_BOX.name: (n_frames,),
+        FUSED.name: (n_frames, map_size, map_size),
+        PSEUDO_GT.name: (n_frames, map_size, map_size),
+        HAS_PSEUDO_GT.name: (n_frames,),
+    }
+    for spec in ALL_ARRAYS:
+        zarr_io.create_array(group, spec, shapes[spec.name])
+    return group
+
+
+def open_video_group(root: zarr.Group, video_id: str) -> zarr.Group | None:
+    return zarr_io.video_group(root, video_id)
+
+
+def write_block(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write frames [start, start + n) of the named arrays (blocks start on chunk boundaries or are whole)."""
+    for name, data in arrays.items():
+        spec = _SPECS[name]
+        data = np.asarray(data)
+        group[name][start : start + data.shape[0]] = data.astype(spec.dtype, copy=False)
+
+
+def write_branch_prob(group: zarr.Group, start: int, stage: int, probs: np.ndarray) -> None:
+    """Probabilities (n, branch) of one stage (0 coarse, 1 fine) for frames [start, start + n)."""
+    group[BRANCH_PROB.name][start : start + probs.shape[0], stage] = probs.astype(np.float32, copy=False)
+
+
+def read_block(group: zarr.Group, names: tuple[str, ...], start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    return {name: np.asarray(group[name][start:stop]) for name in names}
+
+
+def mark_coarse_done(group: zarr.Group, coarse_fingerprint: str) -> None:
+    """The coarse arrays (coarse_cam, probabilities, boxes, event_prob) are written and may be reused."""
+    group.attrs["coarse_fingerprint"] = coarse_fingerprint
+
+
+def coarse_is_done(group: zarr.Group | None, coarse_fingerprint: str) -> bool:
+    return group is not None and group.attrs.get("coarse_fingerprint") == coarse_fingerprint
+
+
+def mark_in_progress(group: zarr.Group) -> None:
+    zarr_io.mark_in_progress(group)
+
+
+def mark_complete(group: zarr.Group, fingerprint: str, extra: dict[str, Any] | None = None) -> None:
+    zarr_io.mark_complete(group, fingerprint, extra)
+
+
+def video_attrs(root: zarr.Group, video_id: str) -> dict[str, Any] | None:
+    group = zarr_io.video_group(root, video_id)
+    return None if group is None else dict(group.attrs)
+
+
+def complete_videos(root: zarr.Group) -> list[str]:
+    return zarr_io.complete_video_ids(root)
 
 
 def is_up_to_date(root: zarr.Group, video_id: str, fingerprint: str) -> bool:

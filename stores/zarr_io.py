@@ -123,6 +123,11 @@ def mark_complete(group: zarr.Group, fingerprint: str, extra: dict[str, Any] | N
     )
 
 
+def mark_in_progress(group: zarr.Group) -> None:
+    """Before a complete video is partly rewritten: a kill midway must not leave it looking complete."""
+    group.attrs["status"] = STATUS_IN_PROGRESS
+
+
 def is_complete(group: zarr.Group | None, fingerprint: str | None = None) -> bool:
     if group is None:
         return False
