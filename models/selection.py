@@ -124,9 +124,16 @@ def paste_back(fine_maps: Tensor, boxes: Tensor, canvas_size: tuple[int, int]) -
     grid = torch.stack(torch.broadcast_tensors(grid_x[:, None, :], grid_y[:, :, None]), dim=-1)
     pasted = F.grid_sample(fine_maps.to(dtype).unsqueeze(1), grid, mode="bilinear", padding_mode="border",
                            align_corners=False).squeeze(1)
-    inside = ((ys >= y0) & (ys <= y1))[:, :, None] & ((xs >= x0) & (xs <= x1))[:, None, :]
-    inside &= (boxes >= 0).all(dim=1)[:, None, None]
-    return torch.where(inside, pasted, torch.zeros((), dtype=dtype, device=device))
+    return torch.where(box_masks(boxes, canvas_size), pasted, torch.zeros((), dtype=dtype, device=device))
+
+
+def box_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, H, W) bool: True inside each inclusive box [y0, y1, x0, x1]; all False for an invalid (-1) box."""
+    ys = torch.arange(size[0], device=boxes.device)[None]
+    xs = torch.arange(size[1], device=boxes.device)[None]
+    rows = (ys >= boxes[:, 0, None]) & (ys <= boxes[:, 1, None])
+    cols = (xs >= boxes[:, 2, None]) & (xs <= boxes[:, 3, None])
+    return rows[:, :, None] & cols[:, None, :] & (boxes >= 0).all(dim=1)[:, None, None]
 
 
 def _warp_with_flow(stack: Tensor, flow: Tensor, sign: float) -> Tensor:

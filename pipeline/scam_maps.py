@@ -24,6 +24,7 @@ from torch import Tensor
 from models.classifiers import Branch, SCAMClassifier
 from models.device import autocast
 from models.selection import (
+    box_masks,
     paste_back,
     probability_weighted_fusion,
     scale_boxes,
@@ -122,7 +123,8 @@ def fine_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMM
               config: PseudolabelConfig, device: torch.device) -> None:  # fmt: skip
     """Write fine_cam, branch_prob[:, fine] and the fused map of one video (from the coarse pass's boxes).
 
-    Without fine classifiers (`fine_stage` off) the fused map is the fusion of the coarse CAMs.
+    Without fine classifiers (`fine_stage` off) the fused map is the fusion of the coarse CAMs inside the
+    box: a broad coarse map left whole would rarely pass the 3 × mean threshold of SPEC §3.5.
     """
     m = config.map_size
     for sl in blocks(info.n_frames, config.infer_batch):
@@ -131,9 +133,10 @@ def fine_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMM
         has_box = torch.from_numpy(stored["has_box"]).to(device)
         valid = torch.from_numpy(stored["branch_valid"]).to(device) & has_box[:, None]
         if not models.fine:
+            # Coarse only: the fused coarse map inside the selection box, as a fine map would be pasted.
             coarse = torch.from_numpy(pstore.read_block(group, ("coarse_cam",), sl.start, sl.stop)["coarse_cam"])
             probs = torch.from_numpy(stored["branch_prob"][:, 0]).to(device).nan_to_num(0.0)
-            fused = probability_weighted_fusion(coarse.float().to(device), probs, valid) * has_box[:, None, None]
+            fused = probability_weighted_fusion(coarse.float().to(device), probs, valid) * box_masks(box, (m, m))
             pstore.write_block(group, sl.start, {"fused": fused.cpu().numpy()})
             continue
         n = sl.stop - sl.start
