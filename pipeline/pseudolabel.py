@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from models.device import resolve_device
+from models.device import resolve_device, set_cpu_threads
 from models.selection import scale_boxes
 from pipeline.event_audio import load_vggsound_scorer, video_event_probabilities
 from pipeline.extract import hash_file
@@ -181,6 +181,7 @@ def run_pseudolabel(
         device = resolve_device(config.device)
     except (RuntimeError, ValueError) as exc:
         raise PseudolabelError(str(exc)) from exc
+    set_cpu_threads(device, config.threads)
     train_videos, val_videos = split_by_video(videos, config.val_fraction, config.seed)
     trainer = ClassifierTrainer(workspace, config, classes, train_videos, val_videos, device, report, progress,
                                 _inputs_key(config))  # fmt: skip

@@ -39,6 +39,7 @@ class PseudolabelConfig:
     val_fraction: float = 0.2
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "auto"
+    threads: int = 1  # torch CPU threads (0: torch's choice); see models.device.set_cpu_threads
     infer_batch: int = 32
     seed: int = 0
 
@@ -54,8 +55,8 @@ class PseudolabelConfig:
             raise ValueError(f"event_threshold must be in [0, 1], got {self.event_threshold}")
         if (self.vggsound is None) != (self.vggsound_classes is None):
             raise ValueError("a VGGSound checkpoint needs its class-name list too (--vggsound-classes), and back")
-        if self.smoothing_radius < 0 or self.infer_batch < 1:
-            raise ValueError("smoothing_radius must be >= 0 and infer_batch >= 1")
+        if self.smoothing_radius < 0 or self.infer_batch < 1 or self.threads < 0:
+            raise ValueError("smoothing_radius and threads must be >= 0 and infer_batch >= 1")
 
     @classmethod
     def cpu_demo(cls, **overrides: Any) -> "PseudolabelConfig":
