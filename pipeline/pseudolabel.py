@@ -15,12 +15,13 @@ marked complete only once its pseudo-GT is written; a rerun redoes only what is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ class PseudolabelSummary:
     frames: int = 0
     frames_with_pseudo_gt: int = 0
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per classifier and per pass
     failures: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -227,16 +229,28 @@ class _Stage:
 
     def run(self) -> None:
         config, trainer = self.config, self.trainer
-        scorer = self._event_scorer()
-        event_of = self._event_probabilities(scorer)
-        models = SCAMModels(coarse=train_coarse(trainer, event_of, with_sa=scorer is not None))
+        with self._timed("event audio"):
+            scorer = self._event_scorer()
+            event_of = self._event_probabilities(scorer)
+        with self._timed("coarse classifiers"):
+            models = SCAMModels(coarse=train_coarse(trainer, event_of, with_sa=scorer is not None))
         coarse_key = self._checkpoint_key()
-        self._for_each_video("coarse maps", lambda info, reader: self._coarse(info, reader, models, event_of, coarse_key))
+        with self._timed("coarse maps"):
+            self._for_each_video("coarse maps", lambda info, reader: self._coarse(info, reader, models, event_of, coarse_key))
         if config.fine_stage:
-            boxes = self._boxes()
-            models.fine = train_fine(trainer, event_of, boxes, list(models.coarse))
+            with self._timed("fine classifiers"):
+                models.fine = train_fine(trainer, event_of, self._boxes(), list(models.coarse))
         final_key = zarr_io.fingerprint([coarse_key, self._checkpoint_key(), config.final_settings(), config.fine_stage])
-        self._for_each_video("pseudo-GT", lambda info, reader: self._final(info, reader, models, coarse_key, final_key))
+        with self._timed("fine maps and smoothing"):
+            self._for_each_video("pseudo-GT", lambda info, reader: self._final(info, reader, models, coarse_key, final_key))
+
+    @contextlib.contextmanager
+    def _timed(self, what: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.summary.timings[what] = round(time.perf_counter() - began, 2)
 
     def _event_scorer(self) -> Any:
         config = self.config

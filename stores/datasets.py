@@ -32,20 +32,29 @@ class FrameItem:
 class ChunkCache:
     """Reads arrays of one store by (video, name, t) through an LRU cache of whole t-chunks."""
 
-    def __init__(self, store: str | Path, max_chunks: int = 24) -> None:
+    def __init__(self, store: str | Path, max_chunks: int = 24, max_bytes: int | None = None) -> None:
         self.store = str(store)
         self.max_chunks = max_chunks
+        self.max_bytes = max_bytes  # when set, the cache holds chunks up to this many bytes instead
+        self._bytes = 0
         self._root: zarr.Group | None = None
         self._chunks: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
+        # Opening an array reads its metadata from the store: done once per array, not once per read.
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
 
     def __getstate__(self) -> dict:
         # Workers re-open the store themselves; handles and cached chunks do not travel.
-        return {"store": self.store, "max_chunks": self.max_chunks, "_root": None, "_chunks": OrderedDict()}
+        return {"store": self.store, "max_chunks": self.max_chunks, "max_bytes": self.max_bytes, "_bytes": 0,
+                "_root": None, "_chunks": OrderedDict(), "_arrays": {}}  # fmt: skip
 
     def array(self, video_id: str, name: str) -> zarr.Array:
-        if self._root is None:
-            self._root = zarr_io.open_root(self.store, mode="r")
-        return self._root[f"{zarr_io.VIDEOS}/{video_id}/{name}"]  # type: ignore[return-value]
+        handle = self._arrays.get((video_id, name))
+        if handle is None:
+            if self._root is None:
+                self._root = zarr_io.open_root(self.store, mode="r")
+            handle = self._root[f"{zarr_io.VIDEOS}/{video_id}/{name}"]  # type: ignore[assignment]
+            self._arrays[(video_id, name)] = handle
+        return handle
 
     def read(self, video_id: str, name: str, t: int) -> np.ndarray:
         array = self.array(video_id, name)
@@ -56,11 +65,17 @@ class ChunkCache:
             start = key[2] * chunk_len
             chunk = np.asarray(array[start : start + chunk_len])
             self._chunks[key] = chunk
-            if len(self._chunks) > self.max_chunks:
-                self._chunks.popitem(last=False)
+            self._bytes += chunk.nbytes
+            while len(self._chunks) > 1 and self._over_budget():
+                self._bytes -= self._chunks.popitem(last=False)[1].nbytes
         else:
             self._chunks.move_to_end(key)
         return chunk[t % chunk_len]
+
+    def _over_budget(self) -> bool:
+        if self.max_bytes is not None:
+            return self._bytes > self.max_bytes
+        return len(self._chunks) > self.max_chunks
 
     def length(self, video_id: str) -> int:
         return int(self.array(video_id, "frames").shape[0])
@@ -69,15 +84,19 @@ class ChunkCache:
 class FrameSamples(Dataset):
     """Frame t (and optionally t−1, t+1) with its audio window and the video's class index.
 
-    Returns a dict: `frames` uint8 tensor (H, W, 3), or (3, H, W, 3) with neighbours; `audio` float32
-    (F, T) when `audio` is set; `label` int64; `index` (position in `items`).
+    Returns a dict: `frames` uint8 tensor (H, W, 3), or (3, H, W, 3) with neighbours (unless `frames` is
+    False); `audio` float32 (F, T) when `audio` is set; `label` int64; `index` (position in `items`).
     """
 
-    def __init__(self, store: str | Path, items: list[FrameItem], *, neighbours: bool = False, audio: bool = False):
+    def __init__(self, store: str | Path, items: list[FrameItem], *, neighbours: bool = False, audio: bool = False,
+                 frames: bool = True, cache_bytes: int = 512 << 20):
         self.items = items
         self.neighbours = neighbours
         self.audio = audio
-        self.cache = ChunkCache(store)
+        self.frames = frames  # False: audio-only samples (the event classifier never decodes frames)
+        # Samples are drawn in random order across videos: a cache of whole chunks that can hold a small
+        # data set entirely reads each chunk once instead of once per sample.
+        self.cache = ChunkCache(store, max_bytes=cache_bytes)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -91,10 +110,11 @@ class FrameSamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.items[index]
         sample = {
-            "frames": torch.from_numpy(np.ascontiguousarray(self.frames_at(item.video_id, item.t))),
             "label": torch.tensor(item.label, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
         }
+        if self.frames:
+            sample["frames"] = torch.from_numpy(np.ascontiguousarray(self.frames_at(item.video_id, item.t)))
         if self.audio:
             window = self.cache.read(item.video_id, "audio", item.t)
             sample["audio"] = torch.from_numpy(window.astype(np.float32))
