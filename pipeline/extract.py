@@ -49,6 +49,8 @@ class ExtractConfig:
     audio: AudioWindowConfig = field(default_factory=AudioWindowConfig)
     segment_frames: int = 512
     decoder_threads: int = 0  # 0: FFmpeg's choice
+    # Videos with fewer frames fail. Training needs t-1, t, t+1; predict clamps them and accepts 1.
+    min_frames: int = MIN_FRAMES
 
     def __post_init__(self) -> None:
         if self.fps is not None and self.fps <= 0:
@@ -61,6 +63,8 @@ class ExtractConfig:
             raise ValueError(f"flow scale must be in (0, 1], got {self.flow.scale}")
         if self.segment_frames % fstore.CHUNK_T:
             raise ValueError(f"segment_frames must be a multiple of {fstore.CHUNK_T}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be at least 1, got {self.min_frames}")
 
     def output_settings(self) -> dict[str, Any]:
         return {
@@ -129,8 +133,8 @@ def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
             raise media.MediaError("empty file (0 bytes)")
         found = media.probe(path)
         n_out = media.target_times(found, config.fps).size
-        if n_out < MIN_FRAMES:
-            raise media.MediaError(f"only {n_out} frame(s) at the chosen rate (need at least {MIN_FRAMES})")
+        if n_out < config.min_frames:
+            raise media.MediaError(f"only {n_out} frame(s) at the chosen rate (need at least {config.min_frames})")
         stat = SourceStat(stat.size, stat.mtime_ns, hash_file(path))
         return ProbeOutcome(record, found, stat)
     except media.MediaError as exc:
@@ -347,11 +351,17 @@ def run_extract(
     scheduler: SchedulerConfig,
     progress: Progress | None = None,
     on_failure: Callable[[str, str], None] | None = None,
+    store: str | Path | None = None,
+    require_labels: bool = True,
 ) -> ExtractSummary:
-    """Extract every video of `source` into `workspace/features.zarr`; see the module docstring."""
+    """Extract every video of `source` into `workspace/features.zarr` (or `store`); see the module docstring.
+
+    `require_labels=False` accepts untagged inputs (predict): a single file, a flat folder, a manifest
+    without `label`.
+    """
     began = time.perf_counter()
-    inputs: InputSet = discover(source)
-    store = fstore.store_path(workspace)
+    inputs: InputSet = discover(source, require_labels)
+    store = Path(store) if store is not None else fstore.store_path(workspace)
     Path(workspace).mkdir(parents=True, exist_ok=True)
     root = fstore.open_for_writing(store, config.output_settings())
     classes = sorted(set(root.attrs.get("classes", [])) | set(inputs.classes))

@@ -141,3 +141,84 @@ def video_factory(tmp_path):
         return write_video(path, **kwargs)
 
     return make
+
+
+# --- STA stores (train / predict tests) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class STAStores:
+    workspace: Path
+    video_ids: tuple[str, ...]
+    blob_centres: dict  # video_id -> (T, 2) (y, x) of the bright square in frame pixels
+
+
+def write_sta_stores(
+    workspace: Path,
+    n_videos: int = 6,
+    n_frames: int = 20,
+    size: int = 64,
+    map_size: int = 32,
+    val_videos: int = 1,
+    gt_every: int = 1,
+    no_audio: tuple[int, ...] = (),
+    seed: int = 0,
+) -> STAStores:
+    """features.zarr + pseudo.zarr written directly (no extract, no pseudolabel): a bright square moves
+    over a smooth texture; the pseudo-GT (at `map_size`) is a Gaussian blob on it. Frames whose index
+    is not a multiple of `gt_every` have no pseudo-GT (`gt_every=0`: none has one). The audio window
+    carries a band of energy when the frame's stored event probability is high; videos listed in
+    `no_audio` have no audio. The stored flow is the square's motion."""
+    from stores import features as fstore
+    from stores import pseudo as pstore
+    from stores import zarr_io
+
+    rng = np.random.default_rng(seed)
+    features = fstore.open_for_writing(fstore.store_path(workspace), {})
+    fstore.write_store_attrs(features, ["thing"], {"size": size, "fps": None, "keep_aspect": False})
+    pseudo = pstore.open_for_writing(pstore.store_path(workspace))
+    ids = tuple(f"vid{k:02d}" for k in range(n_videos))
+    val = set(ids[n_videos - val_videos:])
+    pstore.write_store_attrs(pseudo, {
+        "classes": ["thing"], "settings": {"event_threshold": 0.5, "map_size": map_size},
+        "train_videos": [v for v in ids if v not in val], "val_videos": sorted(val),
+    })
+    ys_map = (np.arange(map_size) + 0.5) / map_size
+    centres = {}
+    for k, video_id in enumerate(ids):
+        texture = textured_image(size, size, seed=seed + k)
+        start = rng.uniform(0.25, 0.75, size=2) * size
+        velocity = rng.uniform(-1.5, 1.5, size=2)
+        path = np.clip(start + velocity * np.arange(n_frames)[:, None], 8, size - 9)
+        frames = np.repeat(texture[None], n_frames, axis=0) // 2
+        for t, (cy, cx) in enumerate(path.astype(int)):
+            frames[t, cy - 4 : cy + 4, cx - 4 : cx + 4] = 255
+        centres[video_id] = path.astype(int) + 0.0
+        has_audio = k not in no_audio
+        event = rng.uniform(0, 1, n_frames).astype(np.float32) * has_audio
+        audio = rng.normal(0, 1, (n_frames, 257, 48)).astype(np.float32) * has_audio
+        audio[event >= 0.5, 40:60] += 3.0
+        shape = fstore.VideoShape(n_frames, size, size, size // 2, size // 2, 257, 48)
+        attrs = {"label": "thing", "n_frames": n_frames, "height": size, "width": size, "has_audio": has_audio}
+        group = fstore.preallocate_video(features, video_id, shape, attrs)
+        arrays = fstore.open_video_arrays(fstore.store_path(workspace), video_id)
+        flow = np.zeros((n_frames, 2, size // 2, size // 2), np.float32)
+        flow[1:, 0], flow[1:, 1] = velocity[1], velocity[0]
+        fstore.write_segment(arrays, 0, frames, flow, audio if has_audio else None)
+        fstore.write_axes(group, np.arange(n_frames) / 10.0, np.zeros(257, np.float32), np.zeros(48, np.float32))
+        zarr_io.mark_complete(group, f"features-{video_id}")
+        centre_map = path.astype(int) / size  # the square spans [c - 4, c + 4): its centre is c
+        blob = np.exp(-(((ys_map[None, :, None] - centre_map[:, 0, None, None]) ** 2)
+                        + ((ys_map[None, None, :] - centre_map[:, 1, None, None]) ** 2)) / (2 * 0.06**2))
+        has_gt = (np.arange(n_frames) % gt_every) == 0 if gt_every else np.zeros(n_frames, bool)
+        zeros_t3 = np.zeros((n_frames, 3, map_size, map_size), np.float16)
+        maps = pstore.VideoMaps(
+            coarse_cam=zeros_t3, fine_cam=zeros_t3, branch_prob=np.zeros((n_frames, 2, 3), np.float32),
+            branch_valid=np.ones((n_frames, 3), bool), event_prob=event, box=np.zeros((n_frames, 4), np.int32),
+            has_box=has_gt, fused=blob.astype(np.float16),
+            pseudo_gt=(blob * has_gt[:, None, None]).astype(np.float16), has_pseudo_gt=has_gt,
+        )
+        split = "val" if video_id in val else "train"
+        attrs = {"label": "thing", "split": split, "n_frames": n_frames, "map_size": map_size}
+        pstore.write_video(pseudo, video_id, maps, attrs, f"pseudo-{video_id}")
+    return STAStores(workspace, ids, centres)
