@@ -67,7 +67,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _save_atomic(state: dict[str, Any], path: Path) -> None:
+def save_atomic(state: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a kill mid-save never leaves a half-written checkpoint
@@ -182,7 +182,7 @@ def train_classifier(
         else:
             state["stale"] += 1
         # Saved before anything else can be interrupted: a rerun resumes after this epoch.
-        _save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
+        save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
         report(
             f"{name}: epoch {state['epoch']} loss {loss.item():.3f} train acc {state['train_acc']:.3f} "
             f"val acc {val_acc:.3f}"
@@ -192,7 +192,7 @@ def train_classifier(
             break
     state["finished"] = True
     model.load_state_dict(state["best_state"])
-    _save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
+    save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
     return _result(name, state, checkpoint, reused=False)
 
 

@@ -166,7 +166,7 @@ def _iter_frame_times(path: str | Path, rate: float) -> Iterator[float]:
     try:
         video, _ = choose_streams(container)
         clock = _FrameClock(rate)
-        for frame in _decode_tolerant(container, video):
+        for frame in decode_tolerant(container, video):
             yield clock.time_of(frame)
     finally:
         container.close()
@@ -187,7 +187,7 @@ class _FrameClock:
         return float(t)
 
 
-def _decode_tolerant(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator:
+def decode_tolerant(container: av.container.InputContainer, stream: av.stream.Stream) -> Iterator:
     """Decode a stream, ending quietly at the first unrecoverable error (truncated files)."""
     try:
         for packet in container.demux(stream):
@@ -237,7 +237,7 @@ def decode_frames(
             video.thread_count = threads
         if probe_.seekable and times[0] > probe_.frame_times[0] + TIME_EPS:
             container.seek(int(times[0] / float(video.time_base)), stream=video, backward=True)
-        yield from _hold_frames(_decode_tolerant(container, video), times, out_wh, probe_.native_fps)
+        yield from _hold_frames(decode_tolerant(container, video), times, out_wh, probe_.native_fps)
     finally:
         container.close()
 
@@ -310,7 +310,7 @@ def decode_audio_mono(
         first_time: float | None = None
         rate = int(probe_.audio_rate or audio.codec_context.sample_rate)
         expected_next: float | None = None
-        for frame in _decode_tolerant(container, audio):
+        for frame in decode_tolerant(container, audio):
             frame_time = frame.time if frame.time is not None else expected_next
             if frame_time is None:
                 frame_time = 0.0

@@ -143,7 +143,7 @@ class _AudioCopy:
         try:
             stream = source.streams[self.probe.audio_stream]
             skip: int | None = None  # samples still to drop before the first stored frame's time
-            for decoded in media._decode_tolerant(source, stream):
+            for decoded in media.decode_tolerant(source, stream):
                 for frame in self.resampler.resample(decoded):
                     samples = frame.to_ndarray().astype(np.float32, copy=False)
                     if skip is None:

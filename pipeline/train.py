@@ -46,7 +46,7 @@ from models.backbones import build_backbone
 from models.device import autocast, resolve_device
 from models.sta import LossWeights, STAConfig, STANet, sta_loss, weighted_nss
 from pipeline.augment import AugmentConfig, augment_batch, draw_affine, resize_flow, resize_frames, resize_map
-from pipeline.classifier_training import _save_atomic
+from pipeline.classifier_training import save_atomic
 from pipeline.progress import Progress
 from stores import features as fstore
 from stores import pseudo as pstore
@@ -545,7 +545,7 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": _rng_states(),
             })  # fmt: skip
-        _save_atomic(state, self.folder / name)
+        save_atomic(state, self.folder / name)
         if name == "last.pt":
             self.saved_position = asdict(self.position)
 
