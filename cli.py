@@ -145,6 +145,7 @@ def synth(
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="Local backbone weights file.")
 @click.option("--random-init", is_flag=True, default=None, help="Train the backbone from scratch.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@click.option("--threads", type=int, default=None, help="Torch CPU threads (0: torch's choice).  [default: 1]")
 @click.option("--epochs", type=int, default=None, help="Epochs per classifier (early stop on validation).")
 @click.option("--steps", type=int, default=None, help="Cap on training steps per classifier.")
 @click.option("--batch-size", type=int, default=None)
@@ -210,7 +211,9 @@ def pseudolabel(workspace: Path, preset: str, quiet: bool, as_json: bool, **opti
 @click.option("--batchnorm", type=click.Choice(["auto", "frozen", "train"]), default=None,
               help="BatchNorm statistics: auto freezes those of pretrained parts.  [default: auto]")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@click.option("-j", "--workers", "num_workers", type=int, default=None, help="DataLoader worker processes.")
+@click.option("-j", "--workers", "num_workers", type=int, default=None,
+              help="Reader threads (0: read between steps).  [default: 2; cpu preset: 0]")
+@click.option("--worker-processes", is_flag=True, default=None, help="Read with DataLoader worker processes instead.")
 @click.option("--seed", type=int, default=None)
 @click.option("--restart", is_flag=True, help="Discard existing checkpoints and train anew.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -247,7 +250,7 @@ def train(workspace: Path, preset: str, restart: bool, quiet: bool, as_json: boo
 @click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="STA checkpoint.  [default: WS/checkpoints/sta/best.pt, else last.pt]")
-@click.option("--overlay", is_flag=True, help="Also write WS/overlays/<video>.mp4 (heat map over the video, with audio).")
+@click.option("--overlay", is_flag=True, help="Also write WS/overlays/<video>.mp4: heat map over video, with audio.")
 @click.option("--alpha", type=float, default=0.5, help="Overlay opacity at the most salient pixels.")
 @click.option("--colormap", default="jet", help="Overlay colour map (any matplotlib name).")
 @click.option("--batch-size", type=int, default=16, help="Frames per network batch.")
@@ -327,6 +330,9 @@ def _frame_size(text: str | None) -> tuple[int, int] | None:
               help="frac: of the frame's longer side; deg needs --ppd.")
 @click.option("--ppd", type=float, default=None, help="Display pixels per degree (for --sigma-unit deg).")
 @click.option("--frame-size", default=None, help="WxH of CSV videos that no map gives a size for.")
+@click.option("--origin", type=click.Choice(["auto", "corner", "center"]), default="auto",
+              help="(0, 0) of CSV coordinates: the top-left pixel's corner or centre; auto: center for the csv "
+                   "layout (avfix synth), corner for images.")
 @click.option("--post-sigma", type=float, default=2.0, help="σ of STAViS's postprocessMap blur (0: none).")
 @click.option("--shuffle-splits", type=int, default=100, help="Random splits of the shuffled AUC.")
 @click.option("--center-sigma", type=float, default=0.25, help="Centre-bias σ as a fraction of width and height.")
@@ -336,14 +342,15 @@ def _frame_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--batch-pixels", type=int, default=1 << 21, help="Ground-truth pixels scored per batch (memory).")
 @click.option("--seed", type=int, default=0, help="Seed of the AUC-Judd jitter and the shuffled-AUC draws.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option("--threads", type=int, default=1, help="Torch CPU threads (0: torch's choice; see README).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def evaluate(
     fixations: Path, workspace: Path, maps: tuple[Path, ...], layout: str, baselines: tuple[str, ...],
     datasets: tuple[str, ...], images_dir: Path | None, shuffle: str, sigma: float, sigma_unit: str,
-    ppd: float | None, frame_size: str | None, post_sigma: float, shuffle_splits: int, center_sigma: float,
-    cam_input: int, cam_top_k: int, examples: int, batch_pixels: int, seed: int, device: str, quiet: bool,
-    as_json: bool,
+    ppd: float | None, frame_size: str | None, origin: str, post_sigma: float, shuffle_splits: int, center_sigma: float,
+    cam_input: int, cam_top_k: int, examples: int, batch_pixels: int, seed: int, device: str, threads: int,
+    quiet: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Score saliency maps against human FIXATIONS with CC, NSS, AUC-Judd, shuffled AUC, SIM and KLD
     (SPEC §5); write WS/report.md, WS/report.json and WS/plots/.
@@ -359,8 +366,10 @@ def evaluate(
     try:
         config = EvaluateConfig(
             layout=layout, maps=maps, baselines=chosen, datasets=datasets, images_dir=images_dir, shuffle=shuffle,
-            density=DensityConfig(sigma, sigma_unit, ppd), frame_size=_frame_size(frame_size), post_sigma=post_sigma,
+            density=DensityConfig(sigma, sigma_unit, ppd), frame_size=_frame_size(frame_size), origin=origin,
+            post_sigma=post_sigma,
             shuffle_splits=shuffle_splits, seed=seed, device=device, batch_pixels=batch_pixels, examples=examples,
+            threads=threads,
             baseline=BaselineConfig(center_sigma=center_sigma, cam_input=cam_input, cam_top_k=cam_top_k),
         )  # fmt: skip
     except ValueError as exc:
@@ -372,6 +381,132 @@ def evaluate(
         raise click.ClickException(str(exc)) from exc
     for failure in summary.failures[:20]:
         progress.message(f"PROBLEM {failure['path']}: {failure['reason']}")
+    if len(summary.failures) > 20:
+        progress.message(f"... and {len(summary.failures) - 20} more problems (all in WS/report.json)")
+    _emit_summary(summary.to_dict(), as_json, summary.line())
+    if summary.interrupted:
+        sys.exit(130)
+    if not summary.ok:
+        sys.exit(1)
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+STAGE_NAMES = ("extract", "pseudolabel", "train", "predict", "evaluate")
+
+
+def _workspace_config_options(function):  # noqa: ANN001, ANN201
+    """--preset, --device, -j and --set: how `run` and `status` override WS/avfix.toml."""
+    options = (
+        click.option("--preset", type=click.Choice(["paper", "cpu"]), default=None,
+                     help="Reset the extract, pseudolabel and train settings to this preset's.  "
+                          "[default: the workspace's; a new workspace: paper]"),
+        click.option("--device", default=None, help="auto, cpu, cuda or cuda:N for every stage."),
+        click.option("-j", "--workers", type=int, default=None, help="Local dask workers for decoding."),
+        click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override one setting of WS/avfix.toml for this run, e.g. pseudolabel.smoothing=plain "
+                          "(repeatable)."),
+    )  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.command()
+@click.argument("videos", required=False, type=click.Path(path_type=Path))
+@click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
+@click.option("--predict", "predict_videos", type=click.Path(path_type=Path), default=None,
+              help="Videos to predict saliency for (no tags needed).  [default: [run] predict_videos]")
+@click.option("--fixations", type=click.Path(path_type=Path), default=None,
+              help="Fixations to score the predictions against.  [default: [run] fixations]")
+@click.option("--layout", "fixations_layout", type=click.Choice(["auto", "stavis", "csv", "images"]), default=None,
+              help="Layout of --fixations.  [default: [run] fixations_layout]")
+@click.option("--until", type=click.Choice(STAGE_NAMES), default=None, help="Stop after this stage.")
+@click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES),
+              help="Redo this stage even when it is up to date (repeatable).")
+@_workspace_config_options
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def run(
+    videos: Path | None, workspace: Path, predict_videos: Path | None, fixations: Path | None,
+    fixations_layout: str | None, until: str | None, force: tuple[str, ...], preset: str | None, device: str | None,
+    workers: int | None, settings: tuple[str, ...], quiet: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Run the whole DAG (extract -> pseudolabel -> train -> predict -> evaluate) on VIDEOS, skipping
+    every stage whose output is up to date. The first run writes WS/avfix.toml with every setting.
+
+    Example: avfix run AVE/ --workspace ws --predict clips/ --fixations STAViS_data/ --preset cpu
+    """
+    from pipeline.dag import RunRequest, run_dag
+    from pipeline.workspace_config import ConfigError, Overrides
+
+    try:
+        overrides = Overrides(videos=videos, predict_videos=predict_videos, fixations=fixations,
+                              fixations_layout=fixations_layout, preset=preset, device=device, workers=workers,
+                              settings=settings)  # fmt: skip
+        summary = run_dag(workspace, overrides, RunRequest(until, force, progress=not quiet),
+                          echo=lambda text: click.echo(text, err=as_json))  # fmt: skip
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _emit_summary(summary.to_dict(), as_json, summary.line())
+    if summary.interrupted:
+        sys.exit(130)
+    if not summary.ok:
+        sys.exit(1)
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
+@_workspace_config_options
+@click.option("--brief", is_flag=True, help="Only the table of stages, not the table of videos.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(workspace: Path, preset: str | None, device: str | None, workers: int | None, settings: tuple[str, ...],
+           brief: bool, as_json: bool) -> None:  # fmt: skip
+    """What is done, stale, failed (with the recorded error) or missing in WS, per stage and per video,
+    against WS/avfix.toml (with --set etc.: what a run with those options would redo). Runs nothing.
+
+    Example: avfix status --workspace ws --set pseudolabel.smoothing=plain
+    """
+    from pipeline.status import read_status, status_table
+    from pipeline.workspace_config import ConfigError, Overrides
+
+    try:
+        found = read_status(workspace, Overrides(preset=preset, device=device, workers=workers, settings=settings))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _emit_summary(found.to_dict(), as_json, status_table(found, per_video=not brief))
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workspace", "-w", default=Path("demo-workspace"), type=click.Path(path_type=Path),
+              help="Workspace folder (the generated videos go to WS/videos/).")
+@click.option("--videos", "videos_per_class", type=int, default=None,
+              help="Training videos per class.  [default: 6]")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one setting of the demo's WS/avfix.toml (repeatable).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(workspace: Path, videos_per_class: int | None, settings: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+    """Generate a small tagged audio-visual data set with known object positions, run the whole DAG on
+    the CPU, and report where the minutes went and the pseudo-label and prediction scores (NSS, CC,
+    AUC-Judd) next to the centre-bias baseline; overlay videos go to WS/overlays/.
+
+    Example: avfix demo --workspace demo-workspace --videos 8
+    """
+    from pipeline.demo import DemoConfig, run_demo
+    from pipeline.workspace_config import ConfigError
+
+    try:
+        config = DemoConfig(settings=settings, **({} if videos_per_class is None else {"videos_per_class": videos_per_class}))
+        summary = run_demo(workspace, config, progress=not quiet, echo=lambda text: click.echo(text, err=as_json))
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
     _emit_summary(summary.to_dict(), as_json, summary.line())
     if summary.interrupted:
         sys.exit(130)
