@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,6 +21,15 @@ def main(verbose: int) -> None:
     saliency network trained on them."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _finish(summary: Any, as_json: bool) -> None:
+    """Print a stage's summary (text or JSON) and exit 130 when interrupted, 1 when anything failed."""
+    _emit_summary(summary.to_dict(), as_json, summary.line())
+    if summary.interrupted:
+        sys.exit(130)
+    if not summary.ok:
+        sys.exit(1)
 
 
 def _emit_summary(summary: dict, as_json: bool, text: str) -> None:
@@ -81,11 +91,7 @@ def extract(
         )  # fmt: skip
     except InputError as exc:
         raise click.ClickException(str(exc)) from exc
-    _emit_summary(summary.to_dict(), as_json, summary.line())
-    if summary.interrupted:
-        sys.exit(130)
-    if not summary.ok:
-        sys.exit(1)
+    _finish(summary, as_json)
 
 # --- synth -------------------------------------------------------------------------------------
 
@@ -181,11 +187,7 @@ def pseudolabel(workspace: Path, preset: str, quiet: bool, as_json: bool, **opti
         summary = run_pseudolabel(workspace, config, progress)
     except (PseudolabelError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    _emit_summary(summary.to_dict(), as_json, summary.line())
-    if summary.interrupted:
-        sys.exit(130)
-    if not summary.ok:
-        sys.exit(1)
+    _finish(summary, as_json)
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -287,11 +289,7 @@ def predict(
         )  # fmt: skip
     except (PredictError, InputError) as exc:
         raise click.ClickException(str(exc)) from exc
-    _emit_summary(summary.to_dict(), as_json, summary.line())
-    if summary.interrupted:
-        sys.exit(130)
-    if not summary.ok:
-        sys.exit(1)
+    _finish(summary, as_json)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -383,11 +381,7 @@ def evaluate(
         progress.message(f"PROBLEM {failure['path']}: {failure['reason']}")
     if len(summary.failures) > 20:
         progress.message(f"... and {len(summary.failures) - 20} more problems (all in WS/report.json)")
-    _emit_summary(summary.to_dict(), as_json, summary.line())
-    if summary.interrupted:
-        sys.exit(130)
-    if not summary.ok:
-        sys.exit(1)
+    _finish(summary, as_json)
 
 
 # --- run ---------------------------------------------------------------------------------------
@@ -448,11 +442,7 @@ def run(
                           echo=lambda text: click.echo(text, err=as_json))  # fmt: skip
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    _emit_summary(summary.to_dict(), as_json, summary.line())
-    if summary.interrupted:
-        sys.exit(130)
-    if not summary.ok:
-        sys.exit(1)
+    _finish(summary, as_json)
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -507,11 +497,7 @@ def demo(workspace: Path, videos_per_class: int | None, settings: tuple[str, ...
         summary = run_demo(workspace, config, progress=not quiet, echo=lambda text: click.echo(text, err=as_json))
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    _emit_summary(summary.to_dict(), as_json, summary.line())
-    if summary.interrupted:
-        sys.exit(130)
-    if not summary.ok:
-        sys.exit(1)
+    _finish(summary, as_json)
 
 
 if __name__ == "__main__":

@@ -59,19 +59,12 @@ def store_path(workspace: str | Path) -> Path:
 
 
 def open_for_writing(path: str | Path, settings: dict[str, Any]) -> zarr.Group:
-    root = zarr_io.open_root(path, mode="a")
-    if "store_kind" in root.attrs:
-        zarr_io.check_schema(root, STORE_KIND, path)
-    return root
+    return zarr_io.open_kind_for_writing(path, STORE_KIND)
 
 
 def open_for_reading(path: str | Path) -> zarr.Group:
     """Open an existing features store, with a clear error when it is missing or of another schema."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no features store (run `avfix extract` first)")
-    root = zarr_io.open_root(path, mode="r")
-    zarr_io.check_schema(root, STORE_KIND, path)
-    return root
+    return zarr_io.open_kind_for_reading(path, STORE_KIND, "avfix extract")
 
 
 def write_store_attrs(root: zarr.Group, classes: list[str], settings: dict[str, Any]) -> None:

@@ -73,18 +73,12 @@ def store_path(workspace: str | Path) -> Path:
 
 
 def open_for_writing(path: str | Path) -> zarr.Group:
-    root = zarr_io.open_root(path, mode="a")
-    if "store_kind" in root.attrs:
-        zarr_io.check_schema(root, STORE_KIND, path)
-    return root
+    return zarr_io.open_kind_for_writing(path, STORE_KIND)
 
 
 def open_for_reading(path: str | Path) -> zarr.Group:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no pseudo-label store (run `avfix pseudolabel` first)")
-    root = zarr_io.open_root(path, mode="r")
-    zarr_io.check_schema(root, STORE_KIND, path)
-    return root
+    """Open an existing pseudo-label store, with a clear error when it is missing or of another schema."""
+    return zarr_io.open_kind_for_reading(path, STORE_KIND, "avfix pseudolabel")
 
 
 def write_store_attrs(root: zarr.Group, attrs: dict[str, Any]) -> None:

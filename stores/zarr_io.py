@@ -60,6 +60,24 @@ def open_root(path: str | Path, mode: str = "r") -> zarr.Group:
     return root
 
 
+def open_kind_for_writing(path: str | Path, kind: str) -> zarr.Group:
+    """Open (creating when missing) a store of `kind`; an existing store of another kind or schema is an error."""
+    root = open_root(path, mode="a")
+    if "store_kind" in root.attrs:
+        check_schema(root, kind, path)
+    return root
+
+
+def open_kind_for_reading(path: str | Path, kind: str, made_by: str) -> zarr.Group:
+    """Open an existing store of `kind`, with a clear error when it is missing (naming the command
+    `made_by` that makes it) or of another kind or schema."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no {kind} store (run `{made_by}` first)")
+    root = open_root(path, mode="r")
+    check_schema(root, kind, path)
+    return root
+
+
 def check_schema(root: zarr.Group, kind: str, path: str | Path) -> None:
     """Raise a clear error when the store is not a `kind` store of this schema version."""
     attrs = dict(root.attrs)
