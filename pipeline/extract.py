@@ -15,11 +15,13 @@ import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import numpy as np
+import torch
 from distributed import Client, as_completed
 
 from pipeline import media
@@ -49,6 +51,10 @@ class ExtractConfig:
     audio: AudioWindowConfig = field(default_factory=AudioWindowConfig)
     segment_frames: int = 512
     decoder_threads: int = 0  # 0: FFmpeg's choice
+    # Threads each task may give FFmpeg, OpenCV and torch (0: their own choice, one per core). Local
+    # clusters of several workers set it to their share of the cores: left at one per core each, the
+    # libraries' thread pools of every worker fight over the same cores.
+    cpu_threads: int = 0
     # Videos with fewer frames fail. Training needs t-1, t, t+1; predict clamps them and accepts 1.
     min_frames: int = MIN_FRAMES
 
@@ -156,16 +162,23 @@ def segment_task(
         return SegmentOutcome(video_id, start, 0, time.perf_counter() - began, f"{type(exc).__name__}: {exc}")
 
 
+def _limit_threads(threads: int) -> None:
+    if threads > 0:
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(threads)
+
+
 def _extract_segment(
     store: str, video_id: str, probe_: media.MediaProbe, start: int, stop: int, config: ExtractConfig
 ) -> None:
+    _limit_threads(config.cpu_threads)
     times = media.target_times(probe_, config.fps)
     out_wh = media.output_size(probe_.width, probe_.height, config.size, config.keep_aspect)
     arrays = fstore.open_video_arrays(store, video_id)
     flow = FlowComputer(config.flow, out_wh) if config.flow.method == "dis" else None
     # The frame before the segment is decoded too, so the segment's first flow is real.
     first = start - 1 if (start > 0 and flow is not None) else start
-    frames = media.decode_frames(probe_, times[first:stop], out_wh, config.decoder_threads)
+    frames = media.decode_frames(probe_, times[first:stop], out_wh, config.decoder_threads or config.cpu_threads)
     if first < start:
         assert flow is not None
         flow.prime(next(frames))
@@ -392,6 +405,7 @@ def run_extract(
             todo.append(record)
 
     try:
+        config = _with_cpu_share(config, scheduler)
         with dask_client(scheduler) as client:
             _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
     except KeyboardInterrupt:
@@ -402,6 +416,13 @@ def run_extract(
         zarr_io.consolidate(store)
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+def _with_cpu_share(config: ExtractConfig, scheduler: SchedulerConfig) -> ExtractConfig:
+    """Several local workers: each gets its share of this machine's cores (remote workers are left alone)."""
+    if scheduler.address or scheduler.workers <= 1 or config.cpu_threads:
+        return config
+    return replace(config, cpu_threads=max(1, (os.cpu_count() or 1) // scheduler.workers))
 
 
 def _run_tasks(

@@ -33,7 +33,7 @@ from pipeline.extract import ExtractConfig, stat_source, video_fingerprint
 from pipeline.inputs import InputError, discover
 from pipeline.predict import OVERLAYS, PREDICT_FEATURES, PredictError, extract_config_for, find_checkpoint
 from pipeline.scam_training import checkpoint_folder
-from pipeline.train import STATrainConfig, checkpoint_dir
+from pipeline.train import STATrainConfig, checkpoint_dir, training_data_key, training_finished
 from pipeline.workspace_config import Overrides, WorkspaceConfig, load_config, output_table
 from stores import features as fstore
 from stores import predictions as pred_store
@@ -314,25 +314,14 @@ def read_checkpoint_header(path: Path) -> dict[str, Any]:
 
 
 def train_data_key(workspace: Path, config: STATrainConfig) -> str:
-    """The data key `avfix train` records in its checkpoints, recomputed from the stores.
-
-    It restates pipeline.train's own (videos complete in both stores with their split and pseudo-label
-    fingerprint, and the pseudolabel settings); a test checks that a finished training is found up to date.
-    """
-    features_path, pseudo_path = fstore.store_path(workspace), pstore.store_path(workspace)
-    videos, _, _ = index_videos(features_path, pseudo_path, config.val_fraction, config.seed)
-    pseudo = pstore.open_for_reading(pseudo_path)
-    fingerprints = {v.video_id: str((pstore.video_attrs(pseudo, v.video_id) or {}).get("fingerprint")) for v in videos}
-    settings = dict(pseudo.attrs.get("settings", {}))
-    return zarr_io.fingerprint([sorted((v.video_id, v.split, fingerprints[v.video_id]) for v in videos), settings])
+    """The data key `avfix train` records in its checkpoints, computed from the stores as train does."""
+    videos, _, _ = index_videos(fstore.store_path(workspace), pstore.store_path(workspace), config.val_fraction,
+                                config.seed)  # fmt: skip
+    return training_data_key(videos, pstore.open_for_reading(pstore.store_path(workspace)))
 
 
 def train_finished(position: dict[str, Any], config: STATrainConfig) -> bool:
-    """As pipeline.train decides it: all epochs done, or the step budget spent and validated."""
-    if position.get("epoch", 0) >= config.epochs:
-        return True
-    step = position.get("step", 0)
-    return config.max_steps is not None and step >= config.max_steps and position.get("validated_step") == step
+    return training_finished(position.get("epoch", 0), position.get("step", 0), position.get("validated_step"), config)
 
 
 def train_state(workspace: Path, config: WorkspaceConfig) -> StageState:

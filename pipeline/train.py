@@ -617,16 +617,22 @@ def _data(workspace: Path, config: STATrainConfig, processes: Distributed) -> _D
         notes.append("no validation video has a pseudo-GT: no validation scores, no best.pt (predict uses last.pt)")
     features, pseudo = fstore.open_for_reading(features_path), pstore.open_for_reading(pseudo_path)
     pseudo_settings = dict(pseudo.attrs.get("settings", {}))
-    data_key = zarr_io.fingerprint([
-        sorted((v.video_id, v.split, _pseudo_fingerprint(pseudo, v.video_id)) for v in videos), pseudo_settings,
-    ])  # fmt: skip
     info = {
-        "data_key": data_key,
+        "data_key": training_data_key(videos, pseudo),
         "features_settings": dict(features.attrs.get("settings", {})),
         "event_threshold": float(pseudo_settings.get("event_threshold", DEFAULT_EVENT_THRESHOLD)),
         "classes": list(pseudo.attrs.get("classes", [])),
     }
     return _Data(train_set, val_set, sampler, info, notes)
+
+
+def training_data_key(videos: list[Any], pseudo: Any) -> str:
+    """What a training run's data is, as recorded in its checkpoints: the videos with their split and
+    pseudo-label fingerprint, and the pseudolabel settings (`avfix status` compares it too)."""
+    return zarr_io.fingerprint([
+        sorted((v.video_id, v.split, _pseudo_fingerprint(pseudo, v.video_id)) for v in videos),
+        dict(pseudo.attrs.get("settings", {})),
+    ])  # fmt: skip
 
 
 def _pseudo_fingerprint(root: Any, video_id: str) -> str:
@@ -786,10 +792,14 @@ def _loop(run: _Run, data: _Data, batches_per_epoch: int, total_steps: int, prog
 
 
 def _finished(position: _Position, config: STATrainConfig) -> bool:
-    if position.epoch >= config.epochs:
+    return training_finished(position.epoch, position.step, position.validated_step, config)
+
+
+def training_finished(epoch: int, step: int, validated_step: int | None, config: STATrainConfig) -> bool:
+    """All epochs done, or the step budget spent and its last step validated."""
+    if epoch >= config.epochs:
         return True
-    # A step budget ends the run once the validation at its last step has been done.
-    return _out_of_steps(position, config) and position.validated_step == position.step
+    return config.max_steps is not None and step >= config.max_steps and validated_step == step
 
 
 def _out_of_steps(position: _Position, config: STATrainConfig) -> bool:

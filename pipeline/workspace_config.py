@@ -82,7 +82,7 @@ class RunSettings:
     fixations_layout: str = "auto"  # auto | stavis | csv | images
     preset: str = "paper"  # the defaults the extract, pseudolabel and train tables started from
     workers: int = 1  # local dask workers for extract and predict's decoding (-j)
-    threads: bool = False  # local workers are threads instead of processes
+    threads: bool = True  # local workers are threads (False: processes); see pipeline.scheduling
     scheduler: str | None = None  # address of a dask.distributed scheduler
     torch_threads: int = 0  # torch CPU threads (0: torch's default)
 
