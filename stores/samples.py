@@ -170,17 +170,22 @@ class STASamples(Dataset):
         if self.flow:
             shapes["flow"] = (self.features.array(first, fstore.FLOW.name).shape[1:], torch.float16)
         batch = {name: _batch_tensor((len(indices), *shape), dtype) for name, (shape, dtype) in shapes.items()}
-        out = {name: tensor.numpy() for name, tensor in batch.items()}  # views: numpy fills them in place
         event_prob, has_audio = np.empty(len(indices), np.float32), np.empty(len(indices), bool)
+
+        def put(target: torch.Tensor, value: np.ndarray) -> None:
+            # torch's copy releases the GIL (numpy's assignment does not), so reader threads copy in parallel.
+            target.copy_(torch.from_numpy(value))
+
         for row, index in enumerate(indices):
             video = self.videos[self.item_video[index]]
             t, last = int(self.item_t[index]), video.n_frames - 1
             for k, s in enumerate((t - 1, t, t + 1)):  # clamped at the video's ends
-                out["frames"][row, k] = self.features.read(video.video_id, fstore.FRAMES.name, min(max(s, 0), last))
-            out["audio"][row] = self.features.read(video.video_id, fstore.AUDIO.name, t)
-            out["pseudo_gt"][row] = self.pseudo.read(video.video_id, pstore.PSEUDO_GT.name, t)
+                frame = self.features.read(video.video_id, fstore.FRAMES.name, min(max(s, 0), last))
+                put(batch["frames"][row, k], frame)
+            put(batch["audio"][row], self.features.read(video.video_id, fstore.AUDIO.name, t))
+            put(batch["pseudo_gt"][row], self.pseudo.read(video.video_id, pstore.PSEUDO_GT.name, t))
             if self.flow:
-                out["flow"][row] = self.features.read(video.video_id, fstore.FLOW.name, t)
+                put(batch["flow"][row], self.features.read(video.video_id, fstore.FLOW.name, t))
             event_prob[row], has_audio[row] = self.events[video.video_id][t], video.has_audio
         batch["event_prob"] = torch.from_numpy(event_prob)
         batch["has_audio"] = torch.from_numpy(has_audio)
