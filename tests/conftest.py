@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,16 @@ def write_video(
             container.mux(packet)
     container.close()
     return TestVideo(path, n_frames, float(fps), width, height, tuple(times))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tests' networks are tiny and the CI's 2 cores are shared: one intra-op thread is faster there
+    (see models.device.set_cpu_threads); each test gets torch's setting back afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

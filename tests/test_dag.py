@@ -68,14 +68,6 @@ def video_states(ws: Path, stage: str) -> dict[str, tuple[str, str]]:
     return {v.video_id: (v.state, v.reason) for v in found.videos}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def done(tmp_path_factory) -> tuple[Path, dag.RunSummary]:
     """A workspace after one complete `avfix run` (through the command line), and its summary."""

@@ -20,15 +20,6 @@ from pipeline.predict import PredictConfig, PredictError, run_predict
 from pipeline.train import STATrainConfig, run_train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run faster on one thread, and the CI's 2 cores are shared with other tests."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A workspace whose tiny STA network has learned to find a bright square (frames stored at 64 px)."""

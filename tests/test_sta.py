@@ -26,15 +26,6 @@ from models.sta import (
 )
 from pipeline.augment import AugmentConfig, augment_batch, draw_affine, identity_affine, resize_flow
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny networks run faster on one thread, and the CI's 2 cores are shared with other tests."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = STAConfig(width=8, audio_channels=8, switch_hidden=16, flow_channels=4,
                  audio_encoder=AudioEncoderConfig(width=8))
 

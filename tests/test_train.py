@@ -27,15 +27,6 @@ from stores.samples import ChunkBatchSampler, STASamples, index_videos
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run faster on one thread, and the CI's 2 cores are shared with other tests."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quick(**overrides) -> STATrainConfig:
     base = {"epochs": 2, "batch_size": 8, "num_workers": 0, "checkpoint_every": 3, "log_every": 2}
     return STATrainConfig.cpu_demo(**{**base, **overrides})
