@@ -162,6 +162,8 @@ def loaders(root: Path, batch_size: int, workers: int) -> dict[str, DataLoader]:
     original = OriginalLayout(root)
     return {
         "stores": stores.loader(chunk_order, workers),
+        "stores_one_reader": store_dataset(root).loader(
+            ChunkBatchSampler(stores.chunk_blocks(), batch_size, window=8, streams=1, seed=0), 1),
         "stores_worker_processes": store_dataset(root).loader(chunk_order, workers, processes=True),
         "stores_random_order": stores.loader(random_order, workers),
         "original": DataLoader(original, batch_size=batch_size, shuffle=True, num_workers=workers,
@@ -265,12 +267,14 @@ def main() -> None:
         plain = loader_rates(work / "paper", args.batch_size, args.workers, None, args.batches)
         augmented = loader_rates(work / "paper", args.batch_size, args.workers, args.size, args.batches)
         print(f"\n{args.size} px frames and pseudo-GT (SPEC sizes), samples/s    delivered   + CPU augmentation")
-        labels = {"stores": "stores (reader threads)", "stores_worker_processes": "stores (worker processes)",
+        labels = {"stores": f"stores ({args.workers} reader threads)", "stores_one_reader": "stores (1 reader thread)",
+                  "stores_worker_processes": "stores (worker processes)",
                   "stores_random_order": "stores (fully random order)", "original": "original JPEG + HDF5 layout"}
         for name, label in labels.items():
             print(f"  {label:<30} {plain[name]:16.1f} {augmented[name]:19.1f}")
-        print(f"  {'ratio stores / original':<30} {plain['stores'] / plain['original']:15.2f}x "
-              f"{augmented['stores'] / augmented['original']:18.2f}x   (target >= 3x)")
+        for name in ("stores", "stores_one_reader"):
+            print(f"  {'ratio ' + labels[name] + ' / original':<44} {plain[name] / plain['original']:6.2f}x "
+                  f"{augmented[name] / augmented['original']:18.2f}x   (target >= 3x)")
         costs = cpu_costs(work / "paper", args.batch_size, args.batches)
         print("  CPU ms per sample, one process: " + ", ".join(f"{name} {ms:.2f}" for name, ms in costs.items())
               + f" (original / stores = {costs['original'] / costs['stores']:.1f}x)")

@@ -41,11 +41,12 @@ class ChunkCache:
         self._chunks: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         # Opening an array reads its metadata from the store: done once per array, not once per read.
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
+        self._direct: dict[tuple[str, str], zarr_io.DirectChunkReader | None] = {}
 
     def __getstate__(self) -> dict:
         # Workers re-open the store themselves; handles and cached chunks do not travel.
         return {"store": self.store, "max_chunks": self.max_chunks, "max_bytes": self.max_bytes, "_bytes": 0,
-                "_root": None, "_chunks": OrderedDict(), "_arrays": {}}  # fmt: skip
+                "_root": None, "_chunks": OrderedDict(), "_arrays": {}, "_direct": {}}  # fmt: skip
 
     def array(self, video_id: str, name: str) -> zarr.Array:
         handle = self._arrays.get((video_id, name))
@@ -62,8 +63,7 @@ class ChunkCache:
         key = (video_id, name, t // chunk_len)
         chunk = self._chunks.get(key)
         if chunk is None:
-            start = key[2] * chunk_len
-            chunk = np.asarray(array[start : start + chunk_len])
+            chunk = self._read_chunk(video_id, name, array, key[2])
             self._chunks[key] = chunk
             self._bytes += chunk.nbytes
             while len(self._chunks) > 1 and self._over_budget():
@@ -71,6 +71,15 @@ class ChunkCache:
         else:
             self._chunks.move_to_end(key)
         return chunk[t % chunk_len]
+
+    def _read_chunk(self, video_id: str, name: str, array: zarr.Array, index: int) -> np.ndarray:
+        if (video_id, name) not in self._direct:
+            self._direct[(video_id, name)] = zarr_io.DirectChunkReader.for_array(self.store, array)
+        direct = self._direct[(video_id, name)]
+        if direct is not None:
+            return direct.chunk(index)
+        start = index * array.chunks[0]
+        return np.asarray(array[start : start + array.chunks[0]])
 
     def _over_budget(self) -> bool:
         if self.max_bytes is not None:

@@ -187,3 +187,62 @@ def fingerprint(parts: Iterable[Any]) -> str:
 
 def as_numpy(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     return np.asarray(array[start:stop])
+
+
+class DirectChunkReader:
+    """Reads whole t-chunks of one array from a local store straight from its chunk files.
+
+    zarr-python serves every read through one event-loop thread, so reader threads of a training loader
+    queue behind each other there (measured: 2 threads read 1.1x what 1 does). For the layout avfix writes
+    — a local directory, the default "/" chunk keys, chunks whole along every axis but t, bytes + zstd —
+    reading the file and decompressing with numcodecs (which releases the GIL) gives the same array about
+    2x faster on one thread and scales with threads. `for_array` returns None for any other layout, and
+    callers then read through zarr.
+    """
+
+    def __init__(self, folder: Path, shape: tuple[int, ...], chunk_shape: tuple[int, ...], dtype: np.dtype,
+                 fill_value: Any) -> None:  # fmt: skip
+        from numcodecs import Zstd  # zarr's own dependency
+
+        self.folder = folder
+        self.shape = shape
+        self.chunk_shape = chunk_shape
+        self.dtype = dtype
+        self.fill_value = fill_value
+        self._zstd = Zstd()
+        self._suffix = "/".join("0" for _ in chunk_shape[1:])
+
+    @classmethod
+    def for_array(cls, store: str | Path, array: zarr.Array) -> "DirectChunkReader | None":
+        from zarr.codecs import BytesCodec
+        from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+
+        meta = array.metadata
+        folder = Path(store) / array.path
+        if getattr(meta, "zarr_format", None) != 3 or not folder.is_dir():
+            return None
+        codecs = list(meta.codecs)
+        plain_bytes = (
+            len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], ZstdCodec)
+            and (codecs[0].endian is None or codecs[0].endian.value == "little")
+        )  # fmt: skip
+        chunk_shape = tuple(array.chunks)
+        whole_but_t = tuple(chunk_shape[1:]) == tuple(array.shape[1:])
+        keys = meta.chunk_key_encoding
+        if not (plain_bytes and whole_but_t and isinstance(keys, DefaultChunkKeyEncoding) and keys.separator == "/"):
+            return None
+        dtype = np.dtype(array.dtype).newbyteorder("<")
+        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value)
+
+    def chunk(self, index: int) -> np.ndarray:
+        """Chunk `index` along t, cut to the array's length (an unwritten chunk is its fill value)."""
+        stop = min((index + 1) * self.chunk_shape[0], self.shape[0])
+        rows = stop - index * self.chunk_shape[0]
+        path = self.folder / "c" / str(index) / self._suffix if self._suffix else self.folder / "c" / str(index)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return np.full((rows, *self.chunk_shape[1:]), self.fill_value, dtype=self.dtype)
+        out = np.empty(self.chunk_shape, dtype=self.dtype)
+        self._zstd.decode(raw, out=out)
+        return out[:rows]

@@ -1,0 +1,53 @@
+"""Chunk reads of the training loaders: the direct reader gives exactly what zarr gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from stores import zarr_io
+from stores.datasets import ChunkCache
+from stores.zarr_io import ArraySpec
+
+
+def test_direct_chunks_equal_zarr_reads_including_the_last_and_unwritten_chunks(tmp_path):
+    root = zarr_io.open_root(tmp_path / "s.zarr", mode="a")
+    group = root["videos"].create_group("v")
+    rng = np.random.default_rng(0)
+    frames = zarr_io.create_array(group, ArraySpec("frames", ("t", "y", "x", "c"), "uint8", 4), (10, 6, 5, 3))
+    values = rng.integers(0, 255, (10, 6, 5, 3), dtype=np.uint8)
+    frames[:8] = values[:8]  # chunk 2 (t = 8, 9) is never written: it reads as the fill value
+    maps = zarr_io.create_array(group, ArraySpec("maps", ("t", "y", "x"), "float16", 4, fill_value=0.5), (10, 7, 7))
+    maps[:] = rng.random((10, 7, 7)).astype(np.float16)
+    for name in ("frames", "maps"):
+        array = group[name]
+        direct = zarr_io.DirectChunkReader.for_array(tmp_path / "s.zarr", array)
+        assert direct is not None
+        for index in range(3):
+            got = direct.chunk(index)
+            expected = np.asarray(array[index * 4 : index * 4 + 4])
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)
+    assert np.all(zarr_io.DirectChunkReader.for_array(tmp_path / "s.zarr", frames).chunk(2) == 0)
+
+
+def test_other_layouts_are_read_through_zarr(tmp_path):
+    group = zarr.open_group(str(tmp_path / "o.zarr"), mode="w")
+    blosc = group.create_array("a", shape=(8, 4), chunks=(4, 4), dtype="uint8", compressors=BloscCodec())
+    blosc[:] = np.arange(32, dtype=np.uint8).reshape(8, 4)
+    split = group.create_array("b", shape=(8, 4), chunks=(4, 2), dtype="uint8", compressors=zarr_io.compressor())
+    assert zarr_io.DirectChunkReader.for_array(tmp_path / "o.zarr", blosc) is None
+    assert zarr_io.DirectChunkReader.for_array(tmp_path / "o.zarr", split) is None
+
+
+def test_chunk_cache_reads_frames_the_same_either_way(tmp_path, monkeypatch):
+    root = zarr_io.open_root(tmp_path / "s.zarr", mode="a")
+    group = root["videos"].create_group("v")
+    frames = zarr_io.create_array(group, ArraySpec("frames", ("t", "y", "x", "c"), "uint8", 4), (9, 4, 4, 3))
+    frames[:] = np.random.default_rng(1).integers(0, 255, (9, 4, 4, 3), dtype=np.uint8)
+    fast = [ChunkCache(tmp_path / "s.zarr").read("v", "frames", t) for t in range(9)]
+    monkeypatch.setattr(zarr_io.DirectChunkReader, "for_array", classmethod(lambda cls, store, array: None))
+    slow = [ChunkCache(tmp_path / "s.zarr").read("v", "frames", t) for t in range(9)]
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
