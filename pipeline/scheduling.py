@@ -16,8 +16,8 @@ class SchedulerConfig:
 
     Several local workers are threads of this process by default: decoding, resizing, flow and
     compression release the GIL, and on the 2-core machine we measured two threads extracted a 5-minute
-    720p video at 1.3x one worker while two processes were slower than one (each imports torch, and their
-    separate memory doubled the system time). `threads=False` makes them processes; a single worker
+    720p video at 1.34x one worker, two processes at 1.1x (each imports torch, and their separate memory
+    doubled the system time). `threads=False` makes them processes; a single worker
     runs in this process.
     """
 

@@ -92,23 +92,21 @@ def write_axes(group: zarr.Group, frame_times: np.ndarray, freqs: np.ndarray, se
     group[SEGMENT_TIMES.name][:] = segment_times
 
 
-def open_video_arrays(path: str | Path, video_id: str) -> dict[str, zarr.Array]:
-    """A worker's handles on one video's arrays (opened by path: workers share no objects)."""
+def open_video_arrays(path: str | Path, video_id: str) -> dict[str, zarr_io.DirectChunks | zarr_io.ZarrRows]:
+    """A worker's writers of one video's arrays (opened by path: workers share no objects)."""
     group = zarr.open_group(
         str(path), mode="r+", path=f"{zarr_io.VIDEOS}/{video_id}", zarr_format=3, use_consolidated=False
     )
-    return {spec.name: group[spec.name] for spec in (FRAMES, FLOW, AUDIO)}  # type: ignore[misc]
+    return {spec.name: zarr_io.row_writer(path, group[spec.name]) for spec in (FRAMES, FLOW, AUDIO)}  # type: ignore[arg-type]
 
 
-def write_segment(
-    arrays: dict[str, zarr.Array], start: int, frames: np.ndarray, flow: np.ndarray, audio: np.ndarray | None
-) -> None:
+def write_segment(arrays: dict[str, zarr_io.DirectChunks | zarr_io.ZarrRows], start: int, frames: np.ndarray,
+                  flow: np.ndarray, audio: np.ndarray | None) -> None:  # fmt: skip
     """Write frames [start, start + len) of one video. Segments start on chunk boundaries."""
-    stop = start + frames.shape[0]
-    arrays[FRAMES.name][start:stop] = frames
-    arrays[FLOW.name][start:stop] = flow.astype(np.float16)
+    arrays[FRAMES.name].write(start, frames)
+    arrays[FLOW.name].write(start, flow.astype(np.float16))
     if audio is not None:  # no audio: the array keeps its fill value 0 and no chunk is written
-        arrays[AUDIO.name][start:stop] = audio.astype(np.float16)
+        arrays[AUDIO.name].write(start, audio.astype(np.float16))
 
 
 def video_attrs(root: zarr.Group, video_id: str) -> dict[str, Any] | None:

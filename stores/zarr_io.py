@@ -189,19 +189,20 @@ def as_numpy(array: zarr.Array, start: int, stop: int) -> np.ndarray:
     return np.asarray(array[start:stop])
 
 
-class DirectChunkReader:
-    """Reads whole t-chunks of one array from a local store straight from its chunk files.
+class DirectChunks:
+    """Whole t-chunks of one array of a local store, read and written straight as chunk files.
 
-    zarr-python serves every read through one event-loop thread, so reader threads of a training loader
-    queue behind each other there (measured: 2 threads read 1.1x what 1 does). For the layout avfix writes
-    — a local directory, the default "/" chunk keys, chunks whole along every axis but t, bytes + zstd —
-    reading the file and decompressing with numcodecs (which releases the GIL) gives the same array about
-    2x faster on one thread and scales with threads. `for_array` returns None for any other layout, and
-    callers then read through zarr.
+    zarr-python serves every read and write through one event-loop thread: reader threads of a training
+    loader queue behind each other there, and writing a 16-frame chunk of 356 px frames cost 3.6 ms per
+    frame against 0.6 ms for compressing it with numcodecs (which releases the GIL) and writing the file.
+    For the layout avfix creates — a local directory, the default "/" chunk keys, chunks whole along every
+    axis but t, bytes + zstd without checksum — the files are exactly what zarr reads and writes (a test
+    checks both ways). `for_array` returns None for any other layout; callers then go through zarr.
+    Writes go to a temporary name and are renamed into place, so a killed writer leaves no torn chunk.
     """
 
     def __init__(self, folder: Path, shape: tuple[int, ...], chunk_shape: tuple[int, ...], dtype: np.dtype,
-                 fill_value: Any) -> None:  # fmt: skip
+                 fill_value: Any, level: int) -> None:  # fmt: skip
         from numcodecs import Zstd  # zarr's own dependency
 
         self.folder = folder
@@ -209,11 +210,11 @@ class DirectChunkReader:
         self.chunk_shape = chunk_shape
         self.dtype = dtype
         self.fill_value = fill_value
-        self._zstd = Zstd()
+        self._zstd = Zstd(level=level)
         self._suffix = "/".join("0" for _ in chunk_shape[1:])
 
     @classmethod
-    def for_array(cls, store: str | Path, array: zarr.Array) -> "DirectChunkReader | None":
+    def for_array(cls, store: str | Path, array: zarr.Array) -> "DirectChunks | None":
         from zarr.codecs import BytesCodec
         from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
@@ -224,7 +225,7 @@ class DirectChunkReader:
         codecs = list(meta.codecs)
         plain_bytes = (
             len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], ZstdCodec)
-            and (codecs[0].endian is None or codecs[0].endian.value == "little")
+            and (codecs[0].endian is None or codecs[0].endian.value == "little") and not codecs[1].checksum
         )  # fmt: skip
         chunk_shape = tuple(array.chunks)
         whole_but_t = tuple(chunk_shape[1:]) == tuple(array.shape[1:])
@@ -232,17 +233,51 @@ class DirectChunkReader:
         if not (plain_bytes and whole_but_t and isinstance(keys, DefaultChunkKeyEncoding) and keys.separator == "/"):
             return None
         dtype = np.dtype(array.dtype).newbyteorder("<")
-        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value)
+        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value, codecs[1].level)
 
-    def chunk(self, index: int) -> np.ndarray:
+    def _path(self, index: int) -> Path:
+        return self.folder / "c" / str(index) / self._suffix if self._suffix else self.folder / "c" / str(index)
+
+    def read(self, index: int) -> np.ndarray:
         """Chunk `index` along t, cut to the array's length (an unwritten chunk is its fill value)."""
-        stop = min((index + 1) * self.chunk_shape[0], self.shape[0])
-        rows = stop - index * self.chunk_shape[0]
-        path = self.folder / "c" / str(index) / self._suffix if self._suffix else self.folder / "c" / str(index)
+        rows = min((index + 1) * self.chunk_shape[0], self.shape[0]) - index * self.chunk_shape[0]
         try:
-            raw = path.read_bytes()
+            raw = self._path(index).read_bytes()
         except FileNotFoundError:
             return np.full((rows, *self.chunk_shape[1:]), self.fill_value, dtype=self.dtype)
         out = np.empty(self.chunk_shape, dtype=self.dtype)
         self._zstd.decode(raw, out=out)
         return out[:rows]
+
+    def write(self, start: int, data: np.ndarray) -> None:
+        """Rows [start, start + len(data)): `start` on a chunk boundary, the end on one or at the array's end."""
+        length = self.chunk_shape[0]
+        stop = start + data.shape[0]
+        if start % length or (stop % length and stop != self.shape[0]) or stop > self.shape[0]:
+            raise ValueError(f"rows {start}:{stop} are not whole chunks of {length} of an array of {self.shape[0]}")
+        for begin in range(start, stop, length):
+            block = np.ascontiguousarray(data[begin - start : begin - start + length], dtype=self.dtype)
+            if block.shape[0] < length:  # zarr stores the last chunk whole, padded with the fill value
+                padded = np.full(self.chunk_shape, self.fill_value, dtype=self.dtype)
+                padded[: block.shape[0]] = block
+                block = padded
+            path = self._path(begin // length)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial")
+            partial.write_bytes(self._zstd.encode(block))
+            partial.replace(path)
+
+
+class ZarrRows:
+    """Row-block writes through zarr, for arrays `DirectChunks` does not cover."""
+
+    def __init__(self, array: zarr.Array) -> None:
+        self.array = array
+
+    def write(self, start: int, data: np.ndarray) -> None:
+        self.array[start : start + data.shape[0]] = data
+
+
+def row_writer(store: str | Path, array: zarr.Array) -> "DirectChunks | ZarrRows":
+    """The fastest correct writer of whole t-chunks of `array` (see `DirectChunks`)."""
+    return DirectChunks.for_array(store, array) or ZarrRows(array)

@@ -1,8 +1,9 @@
-"""Chunk reads of the training loaders: the direct reader gives exactly what zarr gives."""
+"""Direct chunk reads and writes of avfix's own layout give exactly what zarr reads and writes."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import zarr
 from zarr.codecs import BloscCodec
 
@@ -22,14 +23,14 @@ def test_direct_chunks_equal_zarr_reads_including_the_last_and_unwritten_chunks(
     maps[:] = rng.random((10, 7, 7)).astype(np.float16)
     for name in ("frames", "maps"):
         array = group[name]
-        direct = zarr_io.DirectChunkReader.for_array(tmp_path / "s.zarr", array)
+        direct = zarr_io.DirectChunks.for_array(tmp_path / "s.zarr", array)
         assert direct is not None
         for index in range(3):
-            got = direct.chunk(index)
+            got = direct.read(index)
             expected = np.asarray(array[index * 4 : index * 4 + 4])
             assert got.dtype == expected.dtype and got.shape == expected.shape
             np.testing.assert_array_equal(got, expected)
-    assert np.all(zarr_io.DirectChunkReader.for_array(tmp_path / "s.zarr", frames).chunk(2) == 0)
+    assert np.all(zarr_io.DirectChunks.for_array(tmp_path / "s.zarr", frames).read(2) == 0)
 
 
 def test_other_layouts_are_read_through_zarr(tmp_path):
@@ -37,8 +38,8 @@ def test_other_layouts_are_read_through_zarr(tmp_path):
     blosc = group.create_array("a", shape=(8, 4), chunks=(4, 4), dtype="uint8", compressors=BloscCodec())
     blosc[:] = np.arange(32, dtype=np.uint8).reshape(8, 4)
     split = group.create_array("b", shape=(8, 4), chunks=(4, 2), dtype="uint8", compressors=zarr_io.compressor())
-    assert zarr_io.DirectChunkReader.for_array(tmp_path / "o.zarr", blosc) is None
-    assert zarr_io.DirectChunkReader.for_array(tmp_path / "o.zarr", split) is None
+    assert zarr_io.DirectChunks.for_array(tmp_path / "o.zarr", blosc) is None
+    assert zarr_io.DirectChunks.for_array(tmp_path / "o.zarr", split) is None
 
 
 def test_chunk_cache_reads_frames_the_same_either_way(tmp_path, monkeypatch):
@@ -47,7 +48,20 @@ def test_chunk_cache_reads_frames_the_same_either_way(tmp_path, monkeypatch):
     frames = zarr_io.create_array(group, ArraySpec("frames", ("t", "y", "x", "c"), "uint8", 4), (9, 4, 4, 3))
     frames[:] = np.random.default_rng(1).integers(0, 255, (9, 4, 4, 3), dtype=np.uint8)
     fast = [ChunkCache(tmp_path / "s.zarr").read("v", "frames", t) for t in range(9)]
-    monkeypatch.setattr(zarr_io.DirectChunkReader, "for_array", classmethod(lambda cls, store, array: None))
+    monkeypatch.setattr(zarr_io.DirectChunks, "for_array", classmethod(lambda cls, store, array: None))
     slow = [ChunkCache(tmp_path / "s.zarr").read("v", "frames", t) for t in range(9)]
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
+
+
+def test_direct_writes_read_back_through_zarr_and_refuse_partial_chunks(tmp_path):
+    root = zarr_io.open_root(tmp_path / "w.zarr", mode="a")
+    group = root["videos"].create_group("v")
+    array = zarr_io.create_array(group, ArraySpec("flow", ("t", "c", "y", "x"), "float16", 4), (10, 2, 3, 3))
+    writer = zarr_io.DirectChunks.for_array(tmp_path / "w.zarr", array)
+    values = np.random.default_rng(2).standard_normal((10, 2, 3, 3)).astype(np.float16)
+    writer.write(0, values[:8])
+    writer.write(8, values[8:])  # the last chunk is short: stored padded, read back cut
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "w.zarr"), mode="r")["videos/v/flow"][:], values)
+    with pytest.raises(ValueError, match="rows 2:6 are not whole chunks of 4 of an array of 10"):
+        writer.write(2, values[2:6])
