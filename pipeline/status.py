@@ -33,6 +33,7 @@ from pipeline.extract import ExtractConfig, stat_source, video_fingerprint
 from pipeline.inputs import InputError, discover
 from pipeline.predict import OVERLAYS, PREDICT_FEATURES, PredictError, extract_config_for, find_checkpoint
 from pipeline.scam_training import checkpoint_folder
+from pipeline.settings_diff import jsonable, setting_changes
 from pipeline.train import STATrainConfig, checkpoint_dir, training_data_key, training_finished
 from pipeline.workspace_config import Overrides, WorkspaceConfig, load_config, output_table
 from stores import features as fstore
@@ -107,23 +108,9 @@ class WorkspaceStatus:
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+def changes(old: Any, new: Any) -> list[str]:
     """"key: old -> new" for every setting that differs (nested tables by dotted key)."""
-    old, new = _jsonable(old), _jsonable(new)
-    if not (isinstance(old, dict) and isinstance(new, dict)):
-        return [] if old == new else [f"{prefix.rstrip('.') or 'value'}: {old!r} -> {new!r}"]
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
+    return [f"{key}: {a!r} -> {b!r}" for key, a, b in setting_changes(old, new)]
 
 
 def _shown(items: list[str], limit: int = 3) -> str:
@@ -143,7 +130,7 @@ def _failed_state(video_id: str, failure: dict[str, Any], recorded: dict[str, An
     reason = str(failure.get("reason", "failed"))
     if video_id not in recorded:
         return VideoState(video_id, FAILED, reason, retry=True)
-    if _jsonable(recorded[video_id]) != _jsonable(current):
+    if jsonable(recorded[video_id]) != jsonable(current):
         return VideoState(video_id, STALE, f"failed before ({reason}); its input changed since")
     return VideoState(video_id, FAILED, reason, retry=False)
 

@@ -47,6 +47,7 @@ from models.device import autocast, resolve_device
 from models.sta import LossWeights, STAConfig, STANet, sta_loss, weighted_nss
 from pipeline.augment import AugmentConfig, augment_batch, draw_affine, resize_flow, resize_frames, resize_map
 from pipeline.classifier_training import save_atomic
+from pipeline.settings_diff import jsonable, setting_changes
 from pipeline.progress import Progress
 from stores import features as fstore
 from stores import pseudo as pstore
@@ -403,16 +404,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return saved
 
 
-def _differences(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(saved) | set(wanted)):
-        a, b = saved.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} in the checkpoint, {b!r} now")
-    return out
-
 
 def check_resumable(path: Path, saved: dict[str, Any], config: STATrainConfig, data_key: str) -> None:
     """A checkpoint of another backbone, architecture, training setup or data is an error, not a guess."""
@@ -423,7 +414,7 @@ def check_resumable(path: Path, saved: dict[str, Any], config: STATrainConfig, d
     compared = (("architecture", saved.get("model_settings", {}), config.model_settings()),
                 ("training settings", saved.get("run_settings", {}), config.run_settings()))
     for what, saved_settings, wanted in compared:
-        differences = _differences(json.loads(json.dumps(saved_settings)), json.loads(json.dumps(wanted)))
+        differences = [f"{key}: {a!r} in the checkpoint, {b!r} now" for key, a, b in setting_changes(saved_settings, wanted)]
         if differences:
             shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
             raise TrainError(f"{path} has other {what} ({shown}): {hint}")
@@ -685,7 +676,7 @@ def _build_run(config: STATrainConfig, folder: Path, device: torch.device, proce
     header = {
         "format": CHECKPOINT_FORMAT, "schema_version": CHECKPOINT_SCHEMA, "backbone": config.backbone,
         "model_settings": config.model_settings(), "run_settings": config.run_settings(),
-        "config": _jsonable(asdict(config)), **data.info,
+        "config": jsonable(asdict(config)), **data.info,
     }  # fmt: skip
     run = _Run(config, folder, device, processes, model, wrapped, optimizer, scheduler, scaler,
                _frozen_batchnorm_modules(model, config), position, header, data.info["event_threshold"],
@@ -812,9 +803,6 @@ def _shards(n_items: int, batch_size: int, processes: Distributed) -> list[list[
     mine = list(range(processes.rank * per_process, min(n_items, (processes.rank + 1) * per_process)))
     return [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
 
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def _run_epoch(run: _Run, loader: Iterable[dict[str, Tensor]], stop: StopRequest, progress: TrainProgress,
