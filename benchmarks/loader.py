@@ -74,7 +74,7 @@ def generated_video(size: int, n_frames: int, seed: int) -> tuple[np.ndarray, np
 
 
 def build_layouts(root: Path, n_videos: int, n_frames: int, size: int) -> None:
-    features = fstore.open_for_writing(fstore.store_path(root), {})
+    features = fstore.open_for_writing(fstore.store_path(root))
     fstore.write_store_attrs(features, ["thing"], {"size": size})
     pseudo = pstore.open_for_writing(pstore.store_path(root))
     ids = [f"video{k:03d}" for k in range(n_videos)]

@@ -376,7 +376,7 @@ def run_extract(
     inputs: InputSet = discover(source, require_labels)
     store = Path(store) if store is not None else fstore.store_path(workspace)
     Path(workspace).mkdir(parents=True, exist_ok=True)
-    root = fstore.open_for_writing(store, config.output_settings())
+    root = fstore.open_for_writing(store)
     classes = sorted(set(root.attrs.get("classes", [])) | set(inputs.classes))
     fstore.write_store_attrs(root, classes, config.output_settings())
     summary = ExtractSummary(store=str(store))

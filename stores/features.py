@@ -58,7 +58,7 @@ def store_path(workspace: str | Path) -> Path:
     return Path(workspace) / STORE_NAME
 
 
-def open_for_writing(path: str | Path, settings: dict[str, Any]) -> zarr.Group:
+def open_for_writing(path: str | Path) -> zarr.Group:
     return zarr_io.open_kind_for_writing(path, STORE_KIND)
 
 

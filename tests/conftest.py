@@ -185,7 +185,7 @@ def write_sta_stores(
     from stores import zarr_io
 
     rng = np.random.default_rng(seed)
-    features = fstore.open_for_writing(fstore.store_path(workspace), {})
+    features = fstore.open_for_writing(fstore.store_path(workspace))
     fstore.write_store_attrs(features, ["thing"], {"size": size, "fps": None, "keep_aspect": False})
     pseudo = pstore.open_for_writing(pstore.store_path(workspace))
     ids = tuple(f"vid{k:02d}" for k in range(n_videos))
