@@ -15,7 +15,8 @@ import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ from pipeline.audio_features import HOP, N_FFT, SAMPLE_RATE, AudioWindowConfig, 
 from pipeline.flow import FlowComputer, FlowConfig
 from pipeline.inputs import InputSet, discover
 from pipeline.progress import Progress
+from pipeline.read_ahead import read_ahead
 from pipeline.scheduling import SchedulerConfig, dask_client
 from stores import features as fstore
 from stores import zarr_io
@@ -50,11 +52,12 @@ class ExtractConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     audio: AudioWindowConfig = field(default_factory=AudioWindowConfig)
     segment_frames: int = 512
-    decoder_threads: int = 0  # 0: FFmpeg's choice
-    # Threads each task may give FFmpeg, OpenCV and torch (0: their own choice, one per core). Local
-    # clusters of several workers set it to their share of the cores: left at one per core each, the
-    # libraries' thread pools of every worker fight over the same cores.
-    cpu_threads: int = 0
+    decoder_threads: int = 0  # 0: as cpu_threads
+    # Threads each task gives OpenCV and torch (0: their own choice, one per core). A task already runs
+    # three threads of its own (read-ahead decoding, flow and audio, writing), which kept both cores of
+    # our 2-core machine busy; the libraries' own pools on top only fought them (1 thread: 5.4 ms of CPU
+    # per 720p frame; their default: 7.2 ms, and 20% fewer frames/s).
+    cpu_threads: int = 1
     # Videos with fewer frames fail. Training needs t-1, t, t+1; predict clamps them and accepts 1.
     min_frames: int = MIN_FRAMES
 
@@ -178,19 +181,22 @@ def _extract_segment(
     flow = FlowComputer(config.flow, out_wh) if config.flow.method == "dis" else None
     # The frame before the segment is decoded too, so the segment's first flow is real.
     first = start - 1 if (start > 0 and flow is not None) else start
-    frames = media.decode_frames(probe_, times[first:stop], out_wh, config.decoder_threads or config.cpu_threads)
-    if first < start:
-        assert flow is not None
-        flow.prime(next(frames))
+    decoder_threads = config.decoder_threads or config.cpu_threads
     audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
     grid_w, grid_h = config.flow.grid(*out_wh)
-    chunk = fstore.CHUNK_T
-    # Compression and writing of chunk n overlap the decoding of chunk n+1 (both release the GIL);
-    # one write in flight keeps memory at two chunks.
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    # Three threads overlap, each releasing the GIL in its heavy part: decoding and scaling run ahead in
+    # one, flow and audio features run in this one, compressing and writing the previous chunk in a
+    # third. Two chunks read ahead and one write in flight bound memory at a few chunks.
+    frames = read_ahead(
+        lambda: media.decode_frames(probe_, times[first:stop], out_wh, decoder_threads), depth=2 * fstore.CHUNK_T
+    )
+    with closing(frames), ThreadPoolExecutor(max_workers=1) as writer:
+        if first < start:
+            assert flow is not None
+            flow.prime(next(frames))
         pending: Future | None = None
-        for chunk_start in range(start, stop, chunk):
-            chunk_stop = min(chunk_start + chunk, stop)
+        for chunk_start in range(start, stop, fstore.CHUNK_T):
+            chunk_stop = min(chunk_start + fstore.CHUNK_T, stop)
             rgb = np.stack([next(frames) for _ in range(chunk_stop - chunk_start)])
             if flow is not None:
                 motion = np.stack([flow.next(frame) for frame in rgb])
@@ -405,7 +411,6 @@ def run_extract(
             todo.append(record)
 
     try:
-        config = _with_cpu_share(config, scheduler)
         with dask_client(scheduler) as client:
             _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
     except KeyboardInterrupt:
@@ -416,13 +421,6 @@ def run_extract(
         zarr_io.consolidate(store)
     summary.seconds = time.perf_counter() - began
     return summary
-
-
-def _with_cpu_share(config: ExtractConfig, scheduler: SchedulerConfig) -> ExtractConfig:
-    """Several local workers: each gets its share of this machine's cores (remote workers are left alone)."""
-    if scheduler.address or scheduler.workers <= 1 or config.cpu_threads:
-        return config
-    return replace(config, cpu_threads=max(1, (os.cpu_count() or 1) // scheduler.workers))
 
 
 def _run_tasks(

@@ -15,10 +15,9 @@ class SchedulerConfig:
     """`address` of a running dask scheduler, or a local cluster of `workers` single-threaded workers.
 
     Several local workers are threads of this process by default: decoding, resizing, flow and
-    compression release the GIL, and on the 2-core machine we measured two threads extracted a 5-minute
-    720p video at 1.34x one worker, two processes at 1.1x (each imports torch, and their separate memory
-    doubled the system time). `threads=False` makes them processes; a single worker
-    runs in this process.
+    compression release the GIL, so threads need no second torch import and no copies between processes.
+    `threads=False` makes them processes; a single worker runs in this process. A worker's task already
+    keeps about two cores busy (see `pipeline.extract`): more workers pay off on machines with more cores.
     """
 
     workers: int = 1

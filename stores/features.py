@@ -33,7 +33,9 @@ STORE_KIND = "features"
 STORE_NAME = "features.zarr"
 CHUNK_T = 16
 
-FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T)
+# Frames are most of the bytes: zstd level 1 costs half the time of level 3 for ~5% more bytes
+# (356 px photos: 1.40 vs 1.48 ratio, 0.7 vs 1.5 ms per frame on one core).
+FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T, zstd_level=1)
 FLOW = ArraySpec("flow", ("t", "flow_component", "flow_y", "flow_x"), "float16", CHUNK_T)
 AUDIO = ArraySpec("audio", ("t", "freq", "time"), "float16", CHUNK_T)
 TIMES = ArraySpec("t", ("t",), "float64", 4096)

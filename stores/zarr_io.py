@@ -41,6 +41,7 @@ class ArraySpec:
     dtype: str
     chunk_t: int = 16
     fill_value: Any = 0
+    zstd_level: int = 3
 
 
 def compressor(level: int = 3) -> ZstdCodec:
@@ -128,7 +129,7 @@ def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...]) -> 
         chunks=chunks,
         dtype=spec.dtype,
         fill_value=spec.fill_value,
-        compressors=compressor(),
+        compressors=compressor(spec.zstd_level),
         dimension_names=spec.dims,
         overwrite=True,
     )
