@@ -60,6 +60,6 @@ class FlowComputer:
         if self.previous is None:
             flow = np.zeros((2, gray.shape[0], gray.shape[1]), dtype=np.float32)
         else:
-            flow = self.dis.calc(self.previous, gray, None).transpose(2, 0, 1) * self.to_frame
+            flow = np.ascontiguousarray(self.dis.calc(self.previous, gray, None).transpose(2, 0, 1)) * self.to_frame
         self.previous = gray
         return flow

@@ -65,3 +65,18 @@ def test_direct_writes_read_back_through_zarr_and_refuse_partial_chunks(tmp_path
     np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "w.zarr"), mode="r")["videos/v/flow"][:], values)
     with pytest.raises(ValueError, match="rows 2:6 are not whole chunks of 4 of an array of 10"):
         writer.write(2, values[2:6])
+
+
+def test_float16_conversion_matches_numpy_and_gives_c_order():
+    from stores.features import to_float16
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([
+        rng.normal(0, 3, 5000), rng.normal(0, 1e-6, 500), [65504.0, 65520.0, -1e6, 6e-8, 2.9e-8, 0.0, -0.0, np.inf],
+    ]).astype(np.float32)  # fmt: skip
+    strided = np.resize(values, (2, 3, 1001)).transpose(2, 0, 1)  # not C-contiguous, like a transposed flow
+    got = to_float16(strided)
+    assert got.dtype == np.float16 and got.flags["C_CONTIGUOUS"] and got.shape == strided.shape
+    with np.errstate(over="ignore"):  # numpy warns where values overflow to inf, as torch does silently
+        expected = strided.astype(np.float16)
+    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
