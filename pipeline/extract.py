@@ -294,8 +294,27 @@ def _unchanged_and_complete(root: Any, record: VideoRecord, config: ExtractConfi
     return attrs.get("fingerprint") == video_fingerprint(config, attrs.get("source_sha256", ""))
 
 
-def _segments(n_frames: int, segment_frames: int) -> list[tuple[int, int]]:
-    return [(s, min(s + segment_frames, n_frames)) for s in range(0, n_frames, segment_frames)]
+def segment_bounds(
+    times: np.ndarray, keyframe_times: np.ndarray, segment_frames: int, chunk: int = fstore.CHUNK_T
+) -> list[tuple[int, int]]:
+    """(start, stop) of the segments of output frames at `times`: on chunk boundaries, at least
+    `segment_frames` long (bar the last), cut just after keyframes where one is near.
+
+    A segment's decoder seeks to the keyframe at or before the frame preceding its start (decoded to
+    prime the flow) and decodes from there. Cut on the first chunk boundary past a keyframe, that costs
+    at most a chunk of frames decoded for nothing; cut anywhere else it costs up to a keyframe interval
+    (x264 defaults: 250 frames, half of a 512-frame segment). Without a keyframe within a segment's
+    length of the plain cut (or in files that cannot seek), the plain cut stands.
+    """
+    n_frames = int(times.size)
+    first_at = np.searchsorted(times, keyframe_times - media.TIME_EPS)  # first output frame showing it
+    cuts = np.unique(-(-(first_at + 1) // chunk) * chunk)  # + 1: the primer frame comes after it too
+    starts = [0]
+    while starts[-1] + segment_frames < n_frames:
+        plain = starts[-1] + segment_frames
+        near = cuts[(cuts >= plain) & (cuts < min(plain + segment_frames, n_frames))]
+        starts.append(int(near[0]) if near.size else plain)
+    return list(zip(starts, starts[1:] + [n_frames]))
 
 
 def _audio_axes(config: AudioWindowConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -314,6 +333,7 @@ class _VideoJob:
         self.fingerprint = fingerprint
         self.n_frames = n_frames
         self.pending: set[int] = set()
+        self.bounds: dict[int, int] = {}  # segment start → stop
         self.done_segments: list[int] = []
         self.error: str | None = None
 
@@ -325,12 +345,15 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
     shape = video_shape(probe_, config)
     fingerprint = video_fingerprint(config, outcome.stat.sha256)
     job = _VideoJob(record, outcome, fingerprint, shape.n_frames)
-    starts = [s for s, _ in _segments(shape.n_frames, config.segment_frames)]
+    times = media.target_times(probe_, config.fps)
+    job.bounds = dict(segment_bounds(times, probe_.keyframe_times, config.segment_frames))
+    starts = sorted(job.bounds)
     attrs = fstore.video_attrs(root, record.video_id) or {}
     if attrs.get("status") == zarr_io.STATUS_IN_PROGRESS and attrs.get("pending_fingerprint") == fingerprint:
-        job.done_segments = sorted(set(attrs.get("segments_done", [])) & set(starts))
+        # Pairs, so a segment counts only when cut the same way (how cuts are chosen may change).
+        done = {tuple(pair) for pair in attrs.get("segments_done", []) if isinstance(pair, list)}
+        job.done_segments = sorted(s for s in starts if (s, job.bounds[s]) in done)
         return job, [s for s in starts if s not in job.done_segments]
-    times = media.target_times(probe_, config.fps)
     group = fstore.preallocate_video(
         root,
         record.video_id,
@@ -457,12 +480,12 @@ def _on_probe(client, futures, root, store, outcome, config, jobs, summary, fail
     job, starts = _prepare_video(root, outcome, config)
     jobs[record.video_id] = job
     progress.add_frames(job.n_frames)
-    progress.advance_frames(job.n_frames - sum(min(s + config.segment_frames, job.n_frames) - s for s in starts))
+    progress.advance_frames(job.n_frames - sum(job.bounds[s] - s for s in starts))
     if not starts:
         _finish_video(root, job, summary, failures, progress)
         return
     for start in starts:
-        stop = min(start + config.segment_frames, job.n_frames)
+        stop = job.bounds[start]
         job.pending.add(start)
         futures.add(
             client.submit(segment_task, store, record.video_id, outcome.probe, start, stop, config, pure=False)
@@ -483,7 +506,8 @@ def _on_segment(root, result: SegmentOutcome, jobs, summary, failures, fail, pro
     progress.advance_frames(result.n_frames)
     job.done_segments.append(result.start)
     group = zarr_io.video_group(root, job.record.video_id)
-    group.attrs["segments_done"] = sorted(job.done_segments)  # lets an interrupted video resume
+    # [start, stop] pairs: let an interrupted video resume
+    group.attrs["segments_done"] = [[s, job.bounds[s]] for s in sorted(job.done_segments)]
     if not job.pending:
         _finish_video(root, job, summary, failures, progress)
 

@@ -12,7 +12,7 @@ segments that are decoded independently after a seek.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +46,8 @@ class MediaProbe:
     seekable: bool  # False when some packets had no timestamp: decode such files front to back
     audio_rate: int | None
     audio_channels: int | None
+    # Presentation times (s, absolute, sorted) of the keyframes, where a seek lands; empty when unseekable.
+    keyframe_times: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def has_audio(self) -> bool:
@@ -110,6 +112,7 @@ def probe(path: str | Path) -> MediaProbe:
         time_base = float(video.time_base)
         rate = _stream_rate(video)
         pts: list[int] = []
+        key_pts: list[int] = []
         missing = 0
         try:
             for packet in container.demux(video):
@@ -119,15 +122,19 @@ def probe(path: str | Path) -> MediaProbe:
                     missing += 1
                 else:
                     pts.append(packet.pts)
+                    if packet.is_keyframe:
+                        key_pts.append(packet.pts)
         except av.error.FFmpegError as exc:
             # A truncated file ends the demux early; what was read is still indexed.
             log.info("%s: demux stopped early: %s", path, exc)
         if missing:
             times = _decoded_frame_times(path, rate)
             seekable = False
+            keyframe_times = np.zeros(0)
         else:
             times = np.unique(np.asarray(pts, dtype=np.int64)).astype(np.float64) * time_base
             seekable = True
+            keyframe_times = np.unique(np.asarray(key_pts, dtype=np.int64)).astype(np.float64) * time_base
         if times.size >= 2:
             rate = _median_rate(times, rate)
         width, height = video.codec_context.width, video.codec_context.height
@@ -145,6 +152,7 @@ def probe(path: str | Path) -> MediaProbe:
             seekable=seekable,
             audio_rate=audio.codec_context.sample_rate if audio is not None else None,
             audio_channels=audio.codec_context.channels if audio is not None else None,
+            keyframe_times=keyframe_times,
         )
     finally:
         container.close()

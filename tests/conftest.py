@@ -54,12 +54,14 @@ def write_video(
     shift_per_frame: tuple[int, int] = (0, 0),
     tone: tuple[float, int] | None = None,
     marker: bool = True,
+    gop: int | None = None,
 ) -> TestVideo:
     """Write a small video. Frame k carries a marker: a white column at x = 2k (for decoding checks).
 
     `shift_per_frame` translates a texture by an integer (dx, dy) each frame (for flow checks);
     `tone=(hz, frame)` adds a sine that starts at that frame's timestamp; `vfr` alternates frame
-    gaps of 1 and 2 periods (time base 1/1000); `data_stream` writes MPEG-TS with a data stream first.
+    gaps of 1 and 2 periods (time base 1/1000); `data_stream` writes MPEG-TS with a data stream first;
+    `gop` puts a keyframe on every gop-th frame and nowhere else (libx264).
     """
     width, height = size
     container = av.open(str(path), "w", format="mpegts" if data_stream else None)
@@ -75,7 +77,8 @@ def write_video(
 
     if with_audio and audio_first:
         audio_stream = add_audio()
-    video = container.add_stream(codec, rate=fps)
+    options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"} if gop else None
+    video = container.add_stream(codec, rate=fps, options=options)
     video.width, video.height = width, height
     video.pix_fmt = "yuv444p" if (codec == "libx264" and (width % 2 or height % 2)) else "yuv420p"
     if vfr:

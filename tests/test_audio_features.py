@@ -49,6 +49,20 @@ def test_log_standardised_windows_equal_the_original_recipe():
         np.testing.assert_allclose(got[i].numpy(), scipy_features(batch[i]), rtol=1e-4, atol=1e-4)
 
 
+def test_float32_windows_match_the_float64_recipe_within_float16_storage_precision():
+    rng = np.random.default_rng(2)
+    t = np.arange(8000) / 16000
+    batch = np.stack([
+        rng.uniform(-1.5, 1.5, 8000), 0.5 * np.sin(2 * np.pi * 440 * t) + 0.3, 1e-4 * rng.standard_normal(8000),
+    ])  # fmt: skip
+    got = log_spectrogram_windows(torch.from_numpy(batch.astype(np.float32)))
+    assert got.dtype == torch.float32
+    for i in range(3):
+        expected = scipy_features(batch[i].astype(np.float32).astype(np.float64))
+        # float16 keeps 11 significant bits: an error below 2**-11 of the value range is invisible in the store
+        np.testing.assert_allclose(got[i].numpy(), expected, rtol=0, atol=2e-4 * np.abs(expected).max())
+
+
 def test_window_shape_follows_the_configured_length():
     assert AudioWindowConfig(0.5).shape == (257, 48)
     assert AudioWindowConfig(1.0).shape == (257, (16000 - 353) // 159)

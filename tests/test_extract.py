@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from cli import main
 from pipeline import media
-from pipeline.extract import ExtractConfig, run_extract
+from pipeline.extract import ExtractConfig, run_extract, segment_bounds
 from pipeline.flow import FlowConfig
 from pipeline.scheduling import SchedulerConfig
 from stores import features as fstore
@@ -217,6 +217,38 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, video_factory):
     assert summary["done"] == 1 and 0 < summary["frames_written"] < 160  # only the missing segments
     for name in ("frames", "flow", "audio"):
         np.testing.assert_array_equal(open_video(ws, "long")[name][:], open_video(clean, "long")[name][:])
+
+
+def test_segments_cut_on_the_first_chunk_after_a_keyframe():
+    times = np.arange(200) / 25.0
+    keyframes = times[::50]  # frames 0, 50, 100, 150
+    # plain cuts at 32, 96, 144, 192 move to 112 and 160 (a keyframe lies within a segment's length);
+    # 64 = the first chunk boundary past frame 50 + its primer frame; none lies in [32, 64) or [192, 200)
+    assert segment_bounds(times, keyframes, 32, chunk=16) == [
+        (0, 32), (32, 64), (64, 112), (112, 160), (160, 192), (192, 200)
+    ]  # fmt: skip
+    assert segment_bounds(times, np.zeros(0), 64, chunk=16) == [(0, 64), (64, 128), (128, 192), (192, 200)]
+    # at another output rate, a keyframe maps to the first output frame at or after it
+    resampled = np.arange(80) / 10.0  # frames 0, 20, 40, 60 show keyframes at 0, 2, 4, 6 s: cuts 8, 24, 48, 64
+    assert segment_bounds(resampled, keyframes, 16, chunk=8) == [(0, 24), (24, 48), (48, 64), (64, 80)]
+
+
+def test_keyframe_cut_segments_store_what_one_segment_stores(tmp_path, video_factory):
+    video = video_factory("gop.mp4", n_frames=120, fps=20, size=(64, 48), gop=40, tone=(800.0, 30))
+    found = media.probe(video.path)
+    np.testing.assert_allclose(found.keyframe_times, [0.0, 2.0, 4.0])
+    bounds = segment_bounds(media.target_times(found, None), found.keyframe_times, 32)
+    assert bounds == [(0, 48), (48, 96), (96, 120)]  # 48: first chunk boundary past frame 40 + primer
+    src = layout(tmp_path, {"cat": [video]})
+    stores = {}
+    for name, segment_frames in (("one", 512), ("cut", 32)):
+        config = ExtractConfig(size=32, segment_frames=segment_frames)
+        summary = run_extract(src, tmp_path / name, config, SchedulerConfig(workers=2))
+        assert summary.ok and summary.frames_written == 120
+        stores[name] = open_video(tmp_path / name, "gop")
+    assert [list(p) for p in stores["cut"].attrs["segments_done"]] == [list(b) for b in bounds]
+    for array in ("frames", "flow", "audio"):
+        np.testing.assert_array_equal(stores["cut"][array][:], stores["one"][array][:])
 
 
 def test_dask_distributed_cluster_gives_the_same_store(tmp_path, video_factory):
