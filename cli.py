@@ -53,7 +53,7 @@ def _emit_summary(summary: dict, as_json: bool, text: str) -> None:
 @click.option("--flow-preset", type=click.Choice(["ultrafast", "fast", "medium"]), default="ultrafast")
 @click.option("--audio-window", type=float, default=0.5, help="Audio window per frame, seconds (SPEC §1.3).")
 @click.option("--segment-frames", type=int, default=512, help="Frames per task (long videos are split).")
-@click.option("-j", "--workers", type=int, default=1, help="Local dask workers (processes when > 1).")
+@click.option("-j", "--workers", type=int, default=1, help="Local dask workers; each keeps about two cores busy.")
 @click.option("--threads/--processes", default=True, help="Local workers are threads of this process, or processes.")
 @click.option("--scheduler", default=None, help="Address of a running dask.distributed scheduler.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -257,7 +257,8 @@ def train(workspace: Path, preset: str, restart: bool, quiet: bool, as_json: boo
 @click.option("--colormap", default="jet", help="Overlay colour map (any matplotlib name).")
 @click.option("--batch-size", type=int, default=16, help="Frames per network batch.")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-@click.option("-j", "--workers", type=int, default=1, help="Local dask workers for decoding (processes when > 1).")
+@click.option("-j", "--workers", type=int, default=1,
+              help="Local dask workers for decoding; each keeps about two cores busy.")
 @click.option("--threads/--processes", default=True, help="Local workers are threads of this process, or processes.")
 @click.option("--scheduler", default=None, help="Address of a running dask.distributed scheduler.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
