@@ -227,7 +227,8 @@ def train(workspace: Path, preset: str, restart: bool, quiet: bool, as_json: boo
 
     Example: avfix train --workspace ws --preset cpu --epochs 5
     """
-    from pipeline.train import TrainError, TrainProgress, run_train, train_config
+    from pipeline.train import TrainProgress, run_train
+    from pipeline.train_config import TrainError, train_config
 
     try:
         config = train_config(preset, options)
@@ -357,7 +358,8 @@ def evaluate(
     Example: avfix evaluate /data/scene-fixations --workspace ws --baseline center --baseline cam --baseline center-cam
     """
     from pipeline.baselines import BaselineConfig
-    from pipeline.evaluate import DensityConfig, EvaluateConfig, EvaluateError, run_evaluate
+    from pipeline.evaluate import run_evaluate
+    from pipeline.evaluate_config import DensityConfig, EvaluateConfig, EvaluateError
     from pipeline.fixations import FixationInputError
     from pipeline.progress import Progress
 

@@ -23,7 +23,8 @@ from pipeline.extract import ExtractConfig, run_extract
 from pipeline.pseudolabel import PseudolabelConfig, run_pseudolabel
 from pipeline.scheduling import SchedulerConfig
 from pipeline.synth import SynthConfig, generate
-from pipeline.train import STATrainConfig, run_train
+from pipeline.train import run_train
+from pipeline.train_config import STATrainConfig
 
 
 def cpu_seconds() -> float:

@@ -45,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.sta import sta_loss  # noqa: E402
 from pipeline.augment import AugmentConfig, augment_batch, draw_affine  # noqa: E402
-from pipeline.train import STATrainConfig, build_sta  # noqa: E402
+from pipeline.sta_model import build_sta  # noqa: E402
+from pipeline.train_config import STATrainConfig  # noqa: E402
 from stores import features as fstore  # noqa: E402
 from stores import pseudo as pstore  # noqa: E402
 from stores import zarr_io  # noqa: E402

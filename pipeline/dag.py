@@ -25,7 +25,9 @@ from typing import Any, Callable
 
 import torch
 
-from pipeline.evaluate import CACHE_NAME, EvaluateError, run_evaluate
+from pipeline.evaluate import run_evaluate
+from pipeline.evaluate_cache import CACHE_NAME
+from pipeline.evaluate_config import EvaluateError
 from pipeline.extract import run_extract
 from pipeline.fixations import FixationInputError
 from pipeline.inputs import InputError
@@ -37,7 +39,8 @@ from pipeline.status import (
     FAILED, NOT_CONFIGURED, STAGES, StageState, evaluate_stamp, report_digest, source_stamp, stage_state,
     write_run_record,
 )  # fmt: skip
-from pipeline.train import TrainError, TrainProgress, run_train
+from pipeline.train import TrainProgress, run_train
+from pipeline.train_config import TrainError
 from pipeline.workspace_config import (
     ConfigError, Overrides, WorkspaceConfig, ensure_config_file, load_config, output_table,
     section_table,

@@ -37,7 +37,9 @@ from pipeline.inputs import discover
 from pipeline.overlay import colormap_lut, write_overlay
 from pipeline.progress import Progress
 from pipeline.scheduling import SchedulerConfig
-from pipeline.train import TrainError, build_sta, checkpoint_dir, load_checkpoint
+from pipeline.sta_checkpoints import checkpoint_dir, load_checkpoint
+from pipeline.sta_model import build_sta
+from pipeline.train_config import TrainError
 from stores import features as fstore
 from stores import predictions as pred_store
 from stores import zarr_io

@@ -34,7 +34,9 @@ from pipeline.inputs import InputError, discover
 from pipeline.predict import OVERLAYS, PREDICT_FEATURES, PredictError, extract_config_for, find_checkpoint
 from pipeline.scam_training import checkpoint_folder
 from pipeline.settings_diff import jsonable, setting_changes
-from pipeline.train import STATrainConfig, checkpoint_dir, training_data_key, training_finished
+from pipeline.sta_checkpoints import checkpoint_dir
+from pipeline.train import training_data_key, training_finished
+from pipeline.train_config import STATrainConfig
 from pipeline.workspace_config import Overrides, WorkspaceConfig, load_config, output_table
 from stores import features as fstore
 from stores import predictions as pred_store

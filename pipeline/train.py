@@ -16,6 +16,9 @@ accuracy) runs after each epoch; metrics go to `metrics.jsonl` and, when install
 Several processes: run under `torchrun`; each process takes its slice of every global batch
 (`batch_size` per process), gradients are averaged by DDP (gloo on CPU, NCCL on GPUs), rank 0 writes
 the checkpoints and logs.
+
+The settings are `pipeline.train_config`'s, the checkpoint files `pipeline.sta_checkpoints`', the
+network `pipeline.sta_model`'s and the process group and Ctrl-C handling `pipeline.train_processes`'.
 """
 
 from __future__ import annotations
@@ -23,32 +26,29 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import random
-import signal
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from collections.abc import Iterable
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from models import metrics
-from models.audio_encoder import AudioEncoder, AudioEncoderConfig, load_vggsound_checkpoint
-from models.backbones import build_backbone
-from models.device import autocast, resolve_device
-from models.sta import LossWeights, STAConfig, STANet, sta_loss, weighted_nss
-from pipeline.augment import AugmentConfig, augment_batch, draw_affine, resize_flow, resize_frames, resize_map
+from models.device import autocast
+from models.sta import STANet, sta_loss, weighted_nss
+from pipeline.augment import augment_batch, draw_affine, resize_flow, resize_frames, resize_map
 from pipeline.classifier_training import save_atomic
-from pipeline.settings_diff import jsonable, setting_changes
 from pipeline.progress import Progress
+from pipeline.settings_diff import jsonable
+from pipeline.sta_checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_SCHEMA, check_resumable, checkpoint_dir,
+                                      load_checkpoint, restore_rng, rng_states)  # fmt: skip
+from pipeline.sta_model import build_sta
+from pipeline.train_config import STATrainConfig, TrainError
+from pipeline.train_processes import Distributed, StopRequest
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
@@ -56,98 +56,7 @@ from stores.samples import ChunkBatchSampler, SampleError, STASamples, index_vid
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "avfix-sta-checkpoint"
-CHECKPOINT_SCHEMA = 1
-CHECKPOINT_DIR = Path("checkpoints") / "sta"
 DEFAULT_EVENT_THRESHOLD = 0.5
-
-
-class TrainError(Exception):
-    """Training cannot start: missing stores, nothing to train on, an incompatible checkpoint."""
-
-
-@dataclass(frozen=True)
-class STATrainConfig:
-    """Defaults follow SPEC §4.4-4.5 (SGD 1e-3, momentum 0.9, 356 input, shared crop/flip/±10°) with the
-    offline ImageNet backbone; `cpu_demo()` is the tiny configuration for tests and the demo."""
-
-    backbone: str = "efficientnet_lite0"
-    weights: str | None = None  # backbone weights file (e.g. the paper's ResNeXt-101 WSL)
-    random_init: bool = False
-    audio_weights: str | None = None  # a VGGSound ResNet-18 checkpoint for the audio encoder
-    input_size: int = 356
-    model: STAConfig = field(default_factory=STAConfig)
-    epochs: int = 15
-    max_steps: int | None = None
-    batch_size: int = 8  # per process
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    backbone_lr_scale: float = 1.0  # lr of the pretrained visual backbone relative to the rest
-    schedule: str = "constant"  # constant | cosine (per step, after `warmup_steps` of linear warm-up)
-    warmup_steps: int = 0
-    grad_clip: float = 5.0  # max global gradient norm; 0 = off
-    loss: LossWeights = field(default_factory=LossWeights)
-    teacher_forcing: bool = True  # gate = stored event_prob in training; False: the switch head's own
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    freeze_batchnorm: bool | None = None  # None: freeze the statistics of pretrained parts only
-    num_workers: int = 2  # reader threads (processes with `worker_processes`); 0 = read between steps
-    worker_processes: bool = False
-    shuffle_window: int = 8  # chunk blocks mixed per window of batches (see ChunkBatchSampler)
-    # Interleaved batch streams; equal to the loader workers, each worker decodes only its own chunks.
-    # Part of the data order (so of exact resume), hence a setting of its own rather than `num_workers`.
-    shuffle_streams: int = 2
-    val_fraction: float = 0.2  # used only for videos the pseudolabel stage gave no split
-    val_batch_size: int = 32
-    checkpoint_every: int = 200  # steps
-    log_every: int = 10  # steps between metrics.jsonl train lines
-    device: str = "auto"
-    amp: bool = True  # CUDA only
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer must be sgd, adam or adamw, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
-        if self.input_size < 32:
-            raise ValueError(f"input_size must be at least 32 pixels, got {self.input_size}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be positive")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
-
-    @classmethod
-    def cpu_demo(cls, **overrides: Any) -> "STATrainConfig":
-        """Tiny backbone, 64 px input, narrow layers, Adam: trains on a CPU in a couple of minutes."""
-        base = cls(
-            backbone="tiny", random_init=True, input_size=64,
-            model=STAConfig(width=16, audio_channels=16, switch_hidden=32, flow_channels=8,
-                            audio_encoder=AudioEncoderConfig(width=8)),
-            epochs=8, batch_size=16, optimizer="adam", lr=2e-3, num_workers=0, val_batch_size=64,
-            checkpoint_every=50, log_every=5,
-        )  # fmt: skip
-        return replace(base, **overrides)
-
-    def model_settings(self) -> dict[str, Any]:
-        """What the architecture depends on (a checkpoint must match it to be loaded)."""
-        return {"backbone": self.backbone, "input_size": self.input_size, "sta": self.model.to_dict(),
-                "audio_pooling": self.model.audio_encoder.pooling}  # fmt: skip
-
-    def run_settings(self) -> dict[str, Any]:
-        """What the weights of a step depend on besides the architecture and the data. Epochs, max_steps,
-        workers, device and logging are left out, so a finished run can be extended and resumed."""
-        return {
-            "weights": self.weights, "random_init": self.random_init, "audio_weights": self.audio_weights,
-            "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum,
-            "weight_decay": self.weight_decay, "backbone_lr_scale": self.backbone_lr_scale,
-            "schedule": self.schedule, "warmup_steps": self.warmup_steps, "grad_clip": self.grad_clip,
-            "loss": asdict(self.loss), "teacher_forcing": self.teacher_forcing, "augment": asdict(self.augment),
-            "freeze_batchnorm": self.freeze_batchnorm, "shuffle_window": self.shuffle_window,
-            "shuffle_streams": self.shuffle_streams,
-            "val_fraction": self.val_fraction, "seed": self.seed,
-        }  # fmt: skip
 
 
 @dataclass
@@ -203,18 +112,7 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
-# --- model ------------------------------------------------------------------------------------------
-
-
-def build_sta(model_settings: dict[str, Any], weights: str | None = None, random_init: bool = True,
-              audio_weights: str | None = None) -> STANet:  # fmt: skip
-    """The STA network of `model_settings` (see `STATrainConfig.model_settings`)."""
-    sta = STAConfig(**model_settings["sta"])
-    backbone = build_backbone(model_settings["backbone"], weights, random_init=random_init and weights is None)
-    audio = AudioEncoder(sta.audio_encoder)
-    if audio_weights is not None:
-        load_vggsound_checkpoint(audio, audio_weights)
-    return STANet(sta, backbone, audio)
+# --- model and optimizer ----------------------------------------------------------------------------
 
 
 def _backbone_is_pretrained(config: STATrainConfig) -> bool:
@@ -260,100 +158,7 @@ def _lr_factor(config: STATrainConfig, total_steps: int) -> Callable[[int], floa
     return factor
 
 
-# --- processes ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Distributed:
-    """This process's place in a `torchrun` job (world_size 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-    uses_cuda: bool = False  # NCCL: collectives need their tensors on this process's GPU
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls, device_name: str) -> "Distributed":
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
-            return cls()
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        owns = False
-        if not dist.is_initialized():
-            use_cuda = device_name != "cpu" and torch.cuda.is_available()
-            if use_cuda:
-                torch.cuda.set_device(local_rank)
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-            owns = True
-        return cls(rank, world_size, local_rank, owns, dist.get_backend() == "nccl")
-
-    def device(self, name: str) -> torch.device:
-        device = resolve_device(name)
-        if self.active and device.type == "cuda":
-            return torch.device("cuda", self.local_rank)
-        return device
-
-    def any_true(self, flag: bool) -> bool:
-        """True on every process when `flag` is true on one of them (all stop at the same step)."""
-        if not self.active:
-            return flag
-        value = self._to_comm(torch.tensor([1.0 if flag else 0.0]))
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
-
-    def sum(self, values: Tensor) -> Tensor:
-        if not self.active:
-            return values
-        reduced = self._to_comm(values.clone())
-        dist.all_reduce(reduced)
-        return reduced.to(values.device)
-
-    def _to_comm(self, tensor: Tensor) -> Tensor:
-        return tensor.to(torch.device("cuda", self.local_rank)) if self.uses_cuda else tensor
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class StopRequest:
-    """Ctrl-C / SIGTERM set a flag checked between steps, so no step is left half-applied; a second
-    Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextmanager
-    def installed(self) -> Iterator["StopRequest"]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-        try:
-            yield self
-        finally:
-            for signum, handler in self._previous.items():
-                signal.signal(signum, handler)
+# --- progress ---------------------------------------------------------------------------------------
 
 
 class TrainProgress(Progress):
@@ -377,66 +182,6 @@ class TrainProgress(Progress):
             self.steps.close()
             self.steps = None
         super().close()
-
-
-# --- checkpoints -----------------------------------------------------------------------------------------
-
-
-def checkpoint_dir(workspace: str | Path) -> Path:
-    return Path(workspace) / CHECKPOINT_DIR
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read an STA checkpoint (a trusted local file: it holds RNG states, so it is fully unpickled)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainError(f"{path}: no such checkpoint")
-    try:
-        saved = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise TrainError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{path}: not an avfix STA checkpoint (written by `avfix train`)")
-    if saved.get("schema_version") != CHECKPOINT_SCHEMA:
-        raise TrainError(
-            f"{path}: STA checkpoint schema {saved.get('schema_version')!r}, this avfix reads {CHECKPOINT_SCHEMA}"
-        )
-    return saved
-
-
-
-def check_resumable(path: Path, saved: dict[str, Any], config: STATrainConfig, data_key: str) -> None:
-    """A checkpoint of another backbone, architecture, training setup or data is an error, not a guess."""
-    hint = "use another workspace, or --restart to discard it and train anew"
-    if saved.get("backbone") != config.backbone:
-        raise TrainError(f"{path} was trained with backbone {saved.get('backbone')!r}, this run asks for "
-                         f"{config.backbone!r}: {hint}")  # fmt: skip
-    compared = (("architecture", saved.get("model_settings", {}), config.model_settings()),
-                ("training settings", saved.get("run_settings", {}), config.run_settings()))
-    for what, saved_settings, wanted in compared:
-        differences = [f"{key}: {a!r} in the checkpoint, {b!r} now" for key, a, b in setting_changes(saved_settings, wanted)]
-        if differences:
-            shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
-            raise TrainError(f"{path} has other {what} ({shown}): {hint}")
-    if saved.get("data_key") != data_key:
-        raise TrainError(f"{path} was trained on other pseudo-labels (pseudo.zarr changed since): {hint}")
-
-
-def _rng_states() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-
-
-def _restore_rng(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
 
 
 # --- validation --------------------------------------------------------------------------------------------
@@ -534,7 +279,7 @@ class _Run:
         if with_training_state:
             state.update({
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": _rng_states(),
+                "scaler": self.scaler.state_dict(), "rng": rng_states(),
             })  # fmt: skip
         save_atomic(state, self.folder / name)
         if name == "last.pt":
@@ -667,7 +412,7 @@ def _build_run(config: STATrainConfig, folder: Path, device: torch.device, proce
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
-        _restore_rng(saved["rng"])
+        restore_rng(saved["rng"])
         position = _Position(**saved["position"])
     wrapped: nn.Module = model
     if processes.active:
@@ -889,23 +634,3 @@ def _validate_and_keep_best(run: _Run, loader: Iterable[dict[str, Tensor]], n_ba
     if scores["cc"] > position.best_cc:
         position.best_cc, position.best_epoch = scores["cc"], position.epoch
         run.checkpoint("best.pt", with_training_state=False)
-
-
-def train_config(preset: str, options: dict[str, Any]) -> STATrainConfig:
-    """The configuration of a preset ("paper" or "cpu") with the options that were given (not None)."""
-    if preset not in ("paper", "cpu"):
-        raise ValueError(f"unknown preset {preset!r} (paper or cpu)")
-    base = STATrainConfig.cpu_demo() if preset == "cpu" else STATrainConfig()
-    given = {key: value for key, value in options.items() if value is not None}
-    if "batchnorm" in given:
-        given["freeze_batchnorm"] = {"auto": None, "frozen": True, "train": False}[given.pop("batchnorm")]
-    model_keys = {"use_flow"}
-    loss_keys = {"kl_weight": "kl", "switch_weight": "switch"}
-    model = replace(base.model, **{k: given.pop(k) for k in list(given) if k in model_keys})
-    loss = replace(base.loss, **{loss_keys[k]: given.pop(k) for k in list(given) if k in loss_keys})
-    for key in ("weights", "audio_weights"):
-        if key in given:
-            given[key] = str(given[key])
-            if key == "weights":
-                given["random_init"] = False
-    return replace(base, model=model, loss=loss, **given)

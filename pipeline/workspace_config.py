@@ -31,12 +31,12 @@ from typing import Any, Literal, Union
 
 import tomli_w
 
-from pipeline.evaluate import EvaluateConfig
+from pipeline.evaluate_config import EvaluateConfig
 from pipeline.extract import ExtractConfig
 from pipeline.predict import PredictConfig
 from pipeline.scam_config import PseudolabelConfig
 from pipeline.scheduling import SchedulerConfig
-from pipeline.train import STATrainConfig
+from pipeline.train_config import STATrainConfig
 
 CONFIG_FILE = "avfix.toml"
 NONE = "none"  # how an unset value is written (TOML has no null)

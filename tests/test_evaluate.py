@@ -18,6 +18,9 @@ from click.testing import CliRunner
 from cli import main
 from models import metrics
 from pipeline import evaluate as ev
+from pipeline import evaluate_config as ec
+from pipeline import evaluate_maps as em
+from pipeline import evaluate_units as eu
 from pipeline import fixations as fx
 from pipeline.baselines import BaselineConfig, CamBaseline, expected_class_activation_maps
 from stores import predictions as pstore
@@ -133,7 +136,7 @@ def make_images(root: Path, sizes: list[tuple[int, int]]) -> Path:
 def test_stavis_protocol_scores_counts_and_split_aggregation(tmp_path):
     make_stavis(tmp_path / "stavis")
     make_prediction_folder(tmp_path / "maps")
-    config = ev.EvaluateConfig(maps=(tmp_path / "maps",), examples=1)
+    config = ec.EvaluateConfig(maps=(tmp_path / "maps",), examples=1)
     summary = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", config)
     assert summary.ok and summary.datasets == 2 and summary.rows == ["maps", "center"]
     report = json.loads((tmp_path / "ws" / "report.json").read_text())
@@ -193,7 +196,7 @@ def test_stavis_unreadable_files_are_reported_and_the_rest_goes_on(tmp_path):
     make_stavis(tmp_path / "stavis")
     (tmp_path / "stavis" / "annotations" / "AVAD" / "v2" / "fixMap_00003.mat").write_bytes(b"not a mat file")
     (tmp_path / "stavis" / "annotations" / "AVAD" / "v1" / "maps" / "eyeMap_00002.jpg").unlink()
-    summary = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", ev.EvaluateConfig(datasets=("avad",), examples=0))
+    summary = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", ec.EvaluateConfig(datasets=("avad",), examples=0))
     assert not summary.ok and summary.datasets == 1
     reasons = {Path(f["path"]).name: f["reason"] for f in summary.failures}
     assert "unreadable fixation map" in reasons["fixMap_00003.mat"]
@@ -221,9 +224,9 @@ def test_fixmap_reader_reads_matlab_v5_and_v73(tmp_path):
 
 
 def test_map_file_naming():
-    assert ev.frame_of_map_file("img_00001") == 0 and ev.frame_of_map_file("frame_12") == 11
-    assert ev.frame_of_map_file("0000") == 0 and ev.frame_of_map_file("0042") == 42
-    assert ev.frame_of_map_file("thumbnail") is None
+    assert em.frame_of_map_file("img_00001") == 0 and em.frame_of_map_file("frame_12") == 11
+    assert em.frame_of_map_file("0000") == 0 and em.frame_of_map_file("0042") == 42
+    assert em.frame_of_map_file("thumbnail") is None
 
 
 # --- CSV layout + predictions store ---------------------------------------------------------------------
@@ -252,7 +255,7 @@ def test_csv_layout_scores_a_predictions_store(tmp_path):
         writer = csv.writer(handle)
         writer.writerow(["video", "frame", "x", "y", "label", "audible", "radius"])  # avfix synth's columns
         writer.writerows(rows)
-    config = ev.EvaluateConfig(density=ev.DensityConfig(2.0, "px"), examples=0)
+    config = ec.EvaluateConfig(density=ec.DensityConfig(2.0, "px"), examples=0)
     summary = ev.run_evaluate(tmp_path / "truth.csv", tmp_path / "ws", config)
     assert summary.rows == ["predictions", "center"]
     assert [f["reason"] for f in summary.failures] == ["no frame size: no map covers this video (pass --frame-size WxH)"]
@@ -272,7 +275,7 @@ def test_csv_layout_scores_a_predictions_store(tmp_path):
     assert item["scores"]["predictions"]["CC"] == pytest.approx(metrics.cc(sal, density).item(), abs=1e-9)
 
     # With --frame-size the video without maps is scored by the baseline and its frames count as missing.
-    config = ev.EvaluateConfig(maps=(tmp_path / "ws" / "predictions.zarr",), density=ev.DensityConfig(2.0, "px"),
+    config = ec.EvaluateConfig(maps=(tmp_path / "ws" / "predictions.zarr",), density=ec.DensityConfig(2.0, "px"),
                                examples=0, frame_size=(height, width))
     ev.run_evaluate(tmp_path / "truth.csv", tmp_path / "ws2", config)
     dataset = json.loads((tmp_path / "ws2" / "report.json").read_text())["datasets"][0]
@@ -296,7 +299,7 @@ def test_images_layout_baselines_maps_folder_and_counts(tmp_path):
     density = metrics.fixation_density(torch.from_numpy(first.points)[None], valid, first.size, 0.03 * 40)[0].numpy()
     cv2.imwrite(str(maps / "000.png"), np.round(cv2.resize(density, (80, 60)) * 65535).astype(np.uint16))
     cv2.imwrite(str(maps / "002.png"), np.zeros((36, 36), np.uint8))
-    config = ev.EvaluateConfig(maps=(maps,), post_sigma=0.0, examples=2)
+    config = ec.EvaluateConfig(maps=(maps,), post_sigma=0.0, examples=2)
     summary = ev.run_evaluate(root, tmp_path / "ws", config)
     assert summary.ok and summary.items == 3
     report = json.loads((tmp_path / "ws" / "report.json").read_text())
@@ -321,14 +324,14 @@ def test_shuffle_negatives_of_other_images_are_rescaled_fixations():
     third = fx.ImageFixations("c.jpg", Path("c.jpg"), (10, 20), np.array([[5.0, 5.0]]), 1)
     everything = {i.image: (i.points, i.size) for i in (small, big, third)}
     names = sorted(everything)
-    others = ev._other_points(small, everything, names, "other-images", seed=0)
+    others = eu._other_points(small, everything, names, "other-images", seed=0)
     np.testing.assert_allclose(others, [[5.0, 2.0], [19.5, 9.5], [5.0, 5.0]])  # b halved, c as is, a excluded
-    assert len(ev._other_points(small, everything, names, "random-10", seed=0)) == 3  # fewer than 10 others: all
+    assert len(eu._other_points(small, everything, names, "random-10", seed=0)) == 3  # fewer than 10 others: all
 
 
 def test_cam_baseline_rows_and_the_expected_cam_contraction(tmp_path):
     root = make_images(tmp_path / "scene", [(40, 48), (40, 48)])
-    config = ev.EvaluateConfig(baselines=("center", "cam", "center-cam"), examples=0,
+    config = ec.EvaluateConfig(baselines=("center", "cam", "center-cam"), examples=0,
                                baseline=BaselineConfig(cam_input=64, cam_top_k=3))
     summary = ev.run_evaluate(root, tmp_path / "ws", config)
     assert summary.rows == ["center", "cam", "center-cam"]
@@ -362,9 +365,9 @@ def test_cam_baseline_rows_and_the_expected_cam_contraction(tmp_path):
 def test_interrupted_run_resumes_to_the_same_report(tmp_path, monkeypatch):
     make_stavis(tmp_path / "stavis")
     make_prediction_folder(tmp_path / "maps")
-    config = ev.EvaluateConfig(maps=(tmp_path / "maps",), datasets=("AVAD",), examples=0)
+    config = ec.EvaluateConfig(maps=(tmp_path / "maps",), datasets=("AVAD",), examples=0)
     clean = ev.run_evaluate(tmp_path / "stavis", tmp_path / "clean", config)
-    original = ev.FolderMaps.frames
+    original = em.FolderMaps.frames
     calls = {"n": 0}
 
     def interrupt_second_video(self, dataset, video, frames):  # noqa: ANN001, ANN202
@@ -373,10 +376,10 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self, dataset, video, frames)
 
-    monkeypatch.setattr(ev.FolderMaps, "frames", interrupt_second_video)
+    monkeypatch.setattr(em.FolderMaps, "frames", interrupt_second_video)
     stopped = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", config)
     assert stopped.interrupted and stopped.units_done == 1 and not (tmp_path / "ws" / "report.json").exists()
-    monkeypatch.setattr(ev.FolderMaps, "frames", original)
+    monkeypatch.setattr(em.FolderMaps, "frames", original)
     resumed = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", config)
     assert (resumed.units_cached, resumed.units_done) == (1, 2) and clean.units_done == 3
     items = [json.loads((tmp_path / w / "report.json").read_text())["datasets"][0]["items"] for w in ("clean", "ws")]
@@ -384,7 +387,7 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path, monkeypatch):
     again = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", config)
     assert (again.units_cached, again.units_done) == (3, 0)
     # A changed setting is not served from the cache.
-    changed = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", ev.EvaluateConfig(
+    changed = ev.run_evaluate(tmp_path / "stavis", tmp_path / "ws", ec.EvaluateConfig(
         maps=(tmp_path / "maps",), datasets=("AVAD",), examples=0, post_sigma=1.0))
     assert changed.units_done == 3
 

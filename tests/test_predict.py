@@ -17,7 +17,8 @@ from cli import main
 from conftest import textured_image, write_sta_stores, write_video
 from pipeline.inputs import InputError, discover
 from pipeline.predict import PredictConfig, PredictError, run_predict
-from pipeline.train import STATrainConfig, run_train
+from pipeline.train import run_train
+from pipeline.train_config import STATrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,10 @@ import torch
 import zarr
 
 from conftest import write_sta_stores
-from pipeline.train import STATrainConfig, TrainError, build_sta, load_checkpoint, run_train, train_config
+from pipeline.sta_checkpoints import load_checkpoint
+from pipeline.sta_model import build_sta
+from pipeline.train import run_train
+from pipeline.train_config import STATrainConfig, TrainError, train_config
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores.samples import ChunkBatchSampler, STASamples, index_videos

@@ -1,0 +1,111 @@
+"""The processes of a training run: this process's place in a `torchrun` job (`Distributed`: the DDP
+process group, collectives across processes) and the Ctrl-C / SIGTERM handling that stops it between
+steps (`StopRequest`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from models.device import resolve_device
+
+
+@dataclass
+class Distributed:
+    """This process's place in a `torchrun` job (world_size 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+    uses_cuda: bool = False  # NCCL: collectives need their tensors on this process's GPU
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, device_name: str) -> "Distributed":
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        owns = False
+        if not dist.is_initialized():
+            use_cuda = device_name != "cpu" and torch.cuda.is_available()
+            if use_cuda:
+                torch.cuda.set_device(local_rank)
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            owns = True
+        return cls(rank, world_size, local_rank, owns, dist.get_backend() == "nccl")
+
+    def device(self, name: str) -> torch.device:
+        device = resolve_device(name)
+        if self.active and device.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def any_true(self, flag: bool) -> bool:
+        """True on every process when `flag` is true on one of them (all stop at the same step)."""
+        if not self.active:
+            return flag
+        value = self._to_comm(torch.tensor([1.0 if flag else 0.0]))
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def sum(self, values: Tensor) -> Tensor:
+        if not self.active:
+            return values
+        reduced = self._to_comm(values.clone())
+        dist.all_reduce(reduced)
+        return reduced.to(values.device)
+
+    def _to_comm(self, tensor: Tensor) -> Tensor:
+        return tensor.to(torch.device("cuda", self.local_rank)) if self.uses_cuda else tensor
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set a flag checked between steps, so no step is left half-applied; a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextmanager
+    def installed(self) -> Iterator["StopRequest"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
