@@ -10,8 +10,19 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+def markdown_headings(text: str) -> list[str]:
+    """Heading lines outside fenced code blocks (a shell comment in a block is not a heading)."""
+    headings, in_code = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            headings.append(line)
+    return headings
+
+
 def test_every_section_heading_appears_once():
-    headings = [line for line in README.splitlines() if line.startswith("#")]
+    headings = markdown_headings(README)
     repeated = [heading for heading, count in Counter(headings).items() if count > 1]
     assert repeated == []
     assert headings[:2] == ["# avfix", "## Status"]
