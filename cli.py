@@ -68,12 +68,12 @@ def extract(
 
     Example: avfix extract AVE/ --workspace ws --fps 10 -j 2
     """
-    from pipeline.audio_features import AudioWindowConfig
-    from pipeline.extract import ExtractConfig, run_extract
-    from pipeline.flow import FlowConfig
-    from pipeline.inputs import InputError
-    from pipeline.progress import Progress
-    from pipeline.scheduling import SchedulerConfig
+    from pipeline.common.audio_features import AudioWindowConfig
+    from pipeline.common.flow import FlowConfig
+    from pipeline.common.inputs import InputError
+    from pipeline.common.progress import Progress
+    from pipeline.common.scheduling import SchedulerConfig
+    from pipeline.extract.run import ExtractConfig, run_extract
 
     try:
         config = ExtractConfig(
@@ -119,8 +119,8 @@ def synth(
 
     Example: avfix synth demo_set --classes 4 --videos-per-class 6 --seconds 4
     """
-    from pipeline.progress import Progress
-    from pipeline.synth import SynthConfig, SynthError, generate
+    from pipeline.common.progress import Progress
+    from pipeline.synth.generate import SynthConfig, SynthError, generate
 
     try:
         config = SynthConfig(
@@ -174,9 +174,9 @@ def pseudolabel(workspace: Path, preset: str, quiet: bool, as_json: bool, **opti
 
     Example: avfix pseudolabel --workspace ws --preset cpu
     """
-    from pipeline.progress import Progress
-    from pipeline.pseudolabel import PseudolabelError, run_pseudolabel
-    from pipeline.scam_options import pseudolabel_config
+    from pipeline.common.progress import Progress
+    from pipeline.pseudolabel.options import pseudolabel_config
+    from pipeline.pseudolabel.run import PseudolabelError, run_pseudolabel
 
     try:
         config = pseudolabel_config(preset, options)
@@ -227,8 +227,8 @@ def train(workspace: Path, preset: str, restart: bool, quiet: bool, as_json: boo
 
     Example: avfix train --workspace ws --preset cpu --epochs 5
     """
-    from pipeline.train import TrainProgress, run_train
-    from pipeline.train_config import TrainError, train_config
+    from pipeline.train.config import TrainError, train_config
+    from pipeline.train.run import TrainProgress, run_train
 
     try:
         config = train_config(preset, options)
@@ -273,10 +273,10 @@ def predict(
 
     Example: avfix predict clips/ --workspace ws --overlay
     """
-    from pipeline.inputs import InputError
-    from pipeline.predict import PredictConfig, PredictError, run_predict
-    from pipeline.progress import Progress
-    from pipeline.scheduling import SchedulerConfig
+    from pipeline.common.inputs import InputError
+    from pipeline.common.progress import Progress
+    from pipeline.common.scheduling import SchedulerConfig
+    from pipeline.predict.run import PredictConfig, PredictError, run_predict
 
     try:
         config = PredictConfig(checkpoint=None if checkpoint is None else str(checkpoint), batch_size=batch_size,
@@ -357,11 +357,11 @@ def evaluate(
 
     Example: avfix evaluate /data/scene-fixations --workspace ws --baseline center --baseline cam --baseline center-cam
     """
-    from pipeline.baselines import BaselineConfig
-    from pipeline.evaluate import run_evaluate
-    from pipeline.evaluate_config import DensityConfig, EvaluateConfig, EvaluateError
-    from pipeline.fixations import FixationInputError
-    from pipeline.progress import Progress
+    from pipeline.common.progress import Progress
+    from pipeline.evaluate.baselines import BaselineConfig
+    from pipeline.evaluate.config import DensityConfig, EvaluateConfig, EvaluateError
+    from pipeline.evaluate.fixations import FixationInputError
+    from pipeline.evaluate.run import run_evaluate
 
     chosen = ("center",) if not baselines else tuple(b for b in baselines if b != "none")
     try:
@@ -434,8 +434,8 @@ def run(
 
     Example: avfix run AVE/ --workspace ws --predict clips/ --fixations STAViS_data/ --preset cpu
     """
-    from pipeline.dag import RunRequest, run_dag
-    from pipeline.workspace_config import ConfigError, Overrides
+    from pipeline.workspace.config import ConfigError, Overrides
+    from pipeline.workspace.dag import RunRequest, run_dag
 
     try:
         overrides = Overrides(videos=videos, predict_videos=predict_videos, fixations=fixations,
@@ -463,8 +463,8 @@ def status(workspace: Path, preset: str | None, device: str | None, workers: int
 
     Example: avfix status --workspace ws --set pseudolabel.smoothing=plain
     """
-    from pipeline.status import read_status, status_table
-    from pipeline.workspace_config import ConfigError, Overrides
+    from pipeline.workspace.config import ConfigError, Overrides
+    from pipeline.workspace.status import read_status, status_table
 
     try:
         found = read_status(workspace, Overrides(preset=preset, device=device, workers=workers, settings=settings))
@@ -492,8 +492,8 @@ def demo(workspace: Path, videos_per_class: int | None, settings: tuple[str, ...
 
     Example: avfix demo --workspace demo-workspace --videos 8
     """
-    from pipeline.demo import DemoConfig, run_demo
-    from pipeline.workspace_config import ConfigError
+    from pipeline.workspace.config import ConfigError
+    from pipeline.workspace.demo import DemoConfig, run_demo
 
     try:
         config = DemoConfig(settings=settings, **({} if videos_per_class is None else {"videos_per_class": videos_per_class}))

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from pipeline.classifier_training import TrainConfig
-from pipeline.extract import ExtractConfig, run_extract
-from pipeline.pseudolabel import PseudolabelConfig, run_pseudolabel
-from pipeline.scheduling import SchedulerConfig
-from pipeline.synth import SynthConfig, generate
-from pipeline.train import run_train
-from pipeline.train_config import STATrainConfig
+from pipeline.common.scheduling import SchedulerConfig
+from pipeline.extract.run import ExtractConfig, run_extract
+from pipeline.pseudolabel.classifier_loop import TrainConfig
+from pipeline.pseudolabel.run import PseudolabelConfig, run_pseudolabel
+from pipeline.synth.generate import SynthConfig, generate
+from pipeline.train.config import STATrainConfig
+from pipeline.train.run import run_train
 
 
 def cpu_seconds() -> float:

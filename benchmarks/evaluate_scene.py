@@ -28,11 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import metrics  # noqa: E402
-from pipeline import fixations as fx  # noqa: E402
-from pipeline.baselines import BaselineConfig  # noqa: E402
-from pipeline.evaluate import run_evaluate  # noqa: E402
-from pipeline.evaluate_config import DensityConfig, EvaluateConfig  # noqa: E402
-from pipeline.progress import Progress  # noqa: E402
+from pipeline.common.progress import Progress  # noqa: E402
+from pipeline.evaluate import fixations as fx  # noqa: E402
+from pipeline.evaluate.baselines import BaselineConfig  # noqa: E402
+from pipeline.evaluate.config import DensityConfig, EvaluateConfig  # noqa: E402
+from pipeline.evaluate.run import run_evaluate  # noqa: E402
 
 DEFAULT_DATA = Path("/work/shared/data/scene-fixations")
 

@@ -9,7 +9,7 @@ Both layouts are built in this run from the same generated frames:
   worker processes, as the released code read them.
 A sample is frames t−1, t, t+1 + the audio window of t + the pseudo-GT of t. Each loader is timed
 twice: delivering batches (what a GPU run waits for: there the shared
-augmentation runs on the GPU), and with the same augmentation (`pipeline.augment`) applied to every
+augmentation runs on the GPU), and with the same augmentation (`pipeline.train.augment`) applied to every
 batch in the main process on the CPU (what a CPU-only run sees). Also printed: the CPU time one
 process spends per sample (reading + collating, in the loaders' batch orders; unlike wall-clock rates
 it hardly depends on what else runs on the machine), the augmentation's own cost, the stores read in
@@ -31,8 +31,8 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Callable
 
 import h5py
@@ -44,9 +44,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, d
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.sta import sta_loss  # noqa: E402
-from pipeline.augment import AugmentConfig, augment_batch, draw_affine  # noqa: E402
-from pipeline.sta_model import build_sta  # noqa: E402
-from pipeline.train_config import STATrainConfig  # noqa: E402
+from pipeline.train.augment import AugmentConfig, augment_batch, draw_affine  # noqa: E402
+from pipeline.train.config import STATrainConfig  # noqa: E402
+from pipeline.train.model import build_sta  # noqa: E402
 from stores import features as fstore  # noqa: E402
 from stores import pseudo as pstore  # noqa: E402
 from stores import zarr_io  # noqa: E402

@@ -35,12 +35,12 @@ import zarr
 
 from models.metrics import auc_judd, cc, center_bias, fixation_density, fixation_map, nss
 from models.selection import box_masks, probability_weighted_fusion, temporal_smooth, threshold_pseudo_gt
-from pipeline.extract import ExtractConfig, run_extract
-from pipeline.pseudolabel import PseudolabelConfig, run_pseudolabel
-from pipeline.scam_maps import flow_on_map_grid
-from pipeline.scheduling import SchedulerConfig
-from pipeline.synth import SynthConfig, generate
-from pipeline.synth_truth import TRUTH_FILE, read_truth
+from pipeline.common.scheduling import SchedulerConfig
+from pipeline.extract.run import ExtractConfig, run_extract
+from pipeline.pseudolabel.maps import flow_on_map_grid
+from pipeline.pseudolabel.run import PseudolabelConfig, run_pseudolabel
+from pipeline.synth.generate import SynthConfig, generate
+from pipeline.synth.truth import TRUTH_FILE, read_truth
 
 CHANCE = {"NSS": 0.0, "CC": 0.0, "AUC-J": 0.5}
 ROWS = (

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-from pipeline.synth_truth import read_truth  # noqa: E402
+from pipeline.synth.truth import read_truth  # noqa: E402
 from stores import inspect as si  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent

@@ -1,3 +1,4 @@
-"""Orchestration: one module per stage, plus decoding, flow, audio features, config and scheduling."""
+"""Orchestration: one subpackage per stage (extract, pseudolabel, train, predict, evaluate, synth), the
+workspace (DAG runner, status, TOML configuration, demo) and the helpers they share (common)."""
 
 __version__ = "0.1.0"

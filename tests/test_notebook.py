@@ -14,8 +14,8 @@ import torch
 from matplotlib import colormaps
 from nbclient import NotebookClient
 
-from pipeline.demo import DemoConfig, prediction_scores, run_demo, score_frames
-from pipeline.synth_truth import TruthTrack
+from pipeline.synth.truth import TruthTrack
+from pipeline.workspace.demo import DemoConfig, prediction_scores, run_demo, score_frames
 from stores import inspect as si
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "inspect_stores.ipynb"

@@ -1,0 +1,54 @@
+"""Where per-video work runs: a local dask cluster (threads or processes) or a dask.distributed scheduler."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from distributed import Client, LocalCluster
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """`address` of a running dask scheduler, or a local cluster of `workers` single-threaded workers.
+
+    Several local workers are threads of this process by default: decoding, resizing, flow and
+    compression release the GIL, so threads need no second torch import and no copies between processes.
+    `threads=False` makes them processes; a single worker runs in this process. A worker's task already
+    keeps about two cores busy (see `pipeline.extract.run`): more workers pay off on machines with more cores.
+    """
+
+    workers: int = 1
+    address: str | None = None
+    threads: bool = True
+
+
+@contextmanager
+def dask_client(config: SchedulerConfig) -> Iterator[Client]:
+    # dask's own INFO chatter (scheduler start, worker registration) is noise in a CLI's output.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    if config.address:
+        client = Client(config.address, set_as_default=False)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    processes = config.workers > 1 and not config.threads
+    cluster = LocalCluster(
+        n_workers=max(1, config.workers),
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=None,
+        memory_limit=0,
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -1,0 +1,153 @@
+"""Settings, errors and the run summary of the evaluate stage (`pipeline/evaluate.py`): the density σ of
+fixation points, the shuffled-AUC variants each layout allows, and everything that enters a score."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from models import metrics
+from pipeline.evaluate import baselines as base
+from pipeline.evaluate import fixations as fx
+from pipeline.evaluate.cache import CACHE_NAME
+
+SHUFFLE_VARIANTS: dict[str, str] = {
+    "same-video": "fixations of every frame of the same video, minus the current frame's fixated pixels (STAViS)",
+    "other-images": "fixations of every other image of the set, rescaled to this image's size",
+    "random-10": "fixations of 10 randomly chosen other images of the set (seeded), rescaled (MIT benchmark)",
+}
+_SHUFFLE_FOR_LAYOUT = {"stavis": ("same-video",), "csv": ("same-video",), "images": ("other-images", "random-10")}
+SIGMA_UNITS: tuple[str, ...] = ("frac", "px", "deg")
+
+
+class EvaluateError(ValueError):
+    """Settings or inputs that make the whole evaluation impossible."""
+
+
+@dataclass(frozen=True)
+class DensityConfig:
+    """σ of the Gaussian that turns fixation points into a density (CSV and images layouts)."""
+
+    sigma: float = 0.03
+    unit: Literal["frac", "px", "deg"] = "frac"  # frac: of the frame's longer side
+    pixels_per_degree: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if self.unit not in SIGMA_UNITS:
+            raise ValueError(f"sigma unit must be one of {', '.join(SIGMA_UNITS)}, got {self.unit!r}")
+        if self.unit == "deg" and not self.pixels_per_degree:
+            raise ValueError("sigma in degrees needs the pixels per degree of the display (--ppd)")
+
+    def pixels(self, size: tuple[int, int]) -> float:
+        if self.unit == "px":
+            return self.sigma
+        if self.unit == "deg":
+            return self.sigma * float(self.pixels_per_degree)
+        return self.sigma * max(size)
+
+    def describe(self) -> str:
+        if self.unit == "px":
+            return f"σ = {self.sigma:g} px"
+        if self.unit == "deg":
+            return f"σ = {self.sigma:g}° at {self.pixels_per_degree:g} px/°"
+        return f"σ = {self.sigma:g} x the longer side"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    layout: str = "auto"
+    maps: tuple[Path, ...] = ()
+    baselines: tuple[str, ...] = (base.CENTER,)
+    datasets: tuple[str, ...] = ()  # STAViS: evaluate only these data sets
+    images_dir: Path | None = None
+    shuffle: str = "auto"
+    density: DensityConfig = field(default_factory=DensityConfig)
+    frame_size: tuple[int, int] | None = None  # (H, W) for CSV videos no map gives a size for
+    origin: str = "auto"  # pixel origin of CSV coordinates: corner, center, auto (fixations.DEFAULT_ORIGIN)
+    post_sigma: float = 2.0
+    shuffle_splits: int = metrics.SHUFFLED_AUC_SPLITS
+    seed: int = 0
+    baseline: base.BaselineConfig = field(default_factory=base.BaselineConfig)
+    device: str = "auto"
+    batch_pixels: int = 1 << 21
+    examples: int = 4
+    # Torch CPU threads of the stage (0: torch's own choice). The metrics run on cache-sized slices
+    # where intra-op threads mostly synchronise: on the shared 2-core test machine the scene-fixations
+    # run took 23 s with 1 thread and 77 s with 2 (spin-waiting threads). Scale out with more processes.
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.baselines if name not in base.BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(base.BASELINES)}")
+        if self.shuffle != "auto" and self.shuffle not in SHUFFLE_VARIANTS:
+            raise ValueError(f"unknown shuffle variant {self.shuffle!r}; use auto, {', '.join(SHUFFLE_VARIANTS)}")
+        if self.post_sigma < 0:
+            raise ValueError(f"post-processing sigma must be >= 0, got {self.post_sigma}")
+        if self.shuffle_splits < 1:
+            raise ValueError(f"shuffled AUC needs at least one split, got {self.shuffle_splits}")
+        if self.origin != "auto" and self.origin not in fx.ORIGINS:
+            raise ValueError(f"unknown pixel origin {self.origin!r}; use auto, {', '.join(fx.ORIGINS)}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.batch_pixels < 1:
+            raise ValueError(f"batch pixels must be positive, got {self.batch_pixels}")
+
+    def scoring_settings(self) -> dict[str, Any]:
+        """Everything that changes a score (enters the resume key)."""
+        return {
+            "density": asdict(self.density),
+            "post_sigma": self.post_sigma,
+            "shuffle_splits": self.shuffle_splits,
+            "seed": self.seed,
+            "baseline": asdict(self.baseline),
+            "batch_pixels": self.batch_pixels,  # batches decide the random streams
+            "frame_size": self.frame_size,
+            "origin": self.origin,
+            "metrics_version": 1,
+        }
+
+
+@dataclass
+class EvaluateSummary:
+    workspace: str
+    report_md: str | None = None
+    report_json: str | None = None
+    plots: list[str] = field(default_factory=list)
+    datasets: int = 0
+    items: int = 0
+    rows: list[str] = field(default_factory=list)
+    units_done: int = 0
+    units_cached: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.interrupted
+
+    def line(self) -> str:
+        if self.interrupted:
+            return (f"evaluate: interrupted after {self.units_done} units ({self.seconds:.1f} s); "
+                    f"rerun to resume from {Path(self.workspace) / CACHE_NAME}")
+        text = (f"evaluate: {self.datasets} data set(s), {self.items} items, {len(self.rows)} rows "
+                f"({', '.join(self.rows)}); {self.units_done} units scored, {self.units_cached} from cache, "
+                f"{len(self.failures)} problems, {self.seconds:.1f} s -> {self.report_md}")
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def resolve_shuffle(requested: str, layout: str) -> str:
+    allowed = _SHUFFLE_FOR_LAYOUT[layout]
+    if requested == "auto":
+        return allowed[0]
+    if requested not in allowed:
+        raise EvaluateError(f"shuffle variant {requested!r} is not available for the {layout} layout "
+                            f"(use {' or '.join(allowed)})")
+    return requested

@@ -1,0 +1,1 @@
+"""The extract stage: tagged videos -> WS/features.zarr (frames, optical flow, audio windows)."""

@@ -1,0 +1,527 @@
+"""The extract stage: tagged videos → features.zarr (frames, optical flow, per-frame audio windows).
+
+Work is split into tasks that dask runs anywhere: one *probe* per video (index the timestamps, hash the
+source) and one *segment* task per run of frames of a video (decode after a seek, resize, flow, audio
+features, write). Segments start on chunk boundaries, so workers never write the same chunk. This
+process alone creates groups, writes attributes and marks a video complete, after all its segments
+have been written; a rerun skips complete videos whose source and settings are unchanged, and resumes
+a half-done video at its first unwritten segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+from distributed import Client, as_completed
+
+from pipeline.common import media
+from pipeline.common.audio_features import (
+    HOP,
+    N_FFT,
+    SAMPLE_RATE,
+    AudioWindowConfig,
+    frame_audio_features,
+    resample_to_16k,
+)
+from pipeline.common.flow import FlowComputer, FlowConfig
+from pipeline.common.inputs import InputSet, discover
+from pipeline.common.progress import Progress
+from pipeline.common.read_ahead import read_ahead
+from pipeline.common.scheduling import SchedulerConfig, dask_client
+from stores import features as fstore
+from stores import zarr_io
+from stores.records import VideoRecord
+
+log = logging.getLogger(__name__)
+
+MIN_FRAMES = 3
+AUDIO_MARGIN_S = 0.1  # decoded on each side of a segment so resampling has no edge effects inside it
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Settings of the extract stage. Only `output_settings()` enters the fingerprint."""
+
+    fps: float | None = None  # None: the native frame rate
+    size: int = 356
+    keep_aspect: bool = False
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    audio: AudioWindowConfig = field(default_factory=AudioWindowConfig)
+    segment_frames: int = 512
+    decoder_threads: int = 0  # 0: as cpu_threads
+    # Threads each task gives OpenCV and torch (0: their own choice, one per core). A task already runs
+    # three threads of its own (read-ahead decoding, flow and audio, writing), which kept both cores of
+    # our 2-core machine busy; the libraries' own pools on top only fought them (1 thread: 5.4 ms of CPU
+    # per 720p frame; their default: 7.2 ms, and 20% fewer frames/s).
+    cpu_threads: int = 1
+    # Videos with fewer frames fail. Training needs t-1, t, t+1; predict clamps them and accepts 1.
+    min_frames: int = MIN_FRAMES
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.size < 16:
+            raise ValueError(f"size must be at least 16 pixels, got {self.size}")
+        if self.flow.method not in ("dis", "none"):
+            raise ValueError(f"flow must be 'dis' or 'none', got {self.flow.method!r}")
+        if not 0 < self.flow.scale <= 1:
+            raise ValueError(f"flow scale must be in (0, 1], got {self.flow.scale}")
+        if self.segment_frames % fstore.CHUNK_T:
+            raise ValueError(f"segment_frames must be a multiple of {fstore.CHUNK_T}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be at least 1, got {self.min_frames}")
+
+    def output_settings(self) -> dict[str, Any]:
+        return {
+            "fps": self.fps,
+            "size": self.size,
+            "keep_aspect": self.keep_aspect,
+            "flow": asdict(self.flow),
+            "audio_window_s": self.audio.seconds,
+            "audio_sample_rate": SAMPLE_RATE,
+            "audio_alignment": "window starts at the frame time",
+            "resize": "swscale area",
+        }
+
+
+# --- tasks (run on dask workers; arguments and results are small and picklable) ---------------
+
+
+@dataclass(frozen=True)
+class SourceStat:
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+
+
+@dataclass
+class ProbeOutcome:
+    record: VideoRecord
+    probe: media.MediaProbe | None = None
+    stat: SourceStat | None = None
+    error: str | None = None
+
+
+@dataclass
+class SegmentOutcome:
+    video_id: str
+    start: int
+    n_frames: int
+    seconds: float
+    error: str | None = None
+
+
+def stat_source(path: Path) -> SourceStat:
+    st = path.stat()
+    return SourceStat(size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def hash_file(path: Path, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
+    path = Path(record.path)
+    try:
+        if not path.exists():
+            raise media.MediaError("no such file")
+        if path.is_dir():
+            raise media.MediaError("is a folder, not a video file")
+        if not os.access(path, os.R_OK):
+            raise media.MediaError("cannot read the file (permission denied)")
+        stat = stat_source(path)
+        if stat.size == 0:
+            raise media.MediaError("empty file (0 bytes)")
+        found = media.probe(path)
+        n_out = media.target_times(found, config.fps).size
+        if n_out < config.min_frames:
+            raise media.MediaError(f"only {n_out} frame(s) at the chosen rate (need at least {config.min_frames})")
+        stat = SourceStat(stat.size, stat.mtime_ns, hash_file(path))
+        return ProbeOutcome(record, found, stat)
+    except media.MediaError as exc:
+        return ProbeOutcome(record, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - any failure of one input must not stop the others
+        return ProbeOutcome(record, error=f"{type(exc).__name__}: {exc}")
+
+
+def segment_task(
+    store: str, video_id: str, probe_: media.MediaProbe, start: int, stop: int, config: ExtractConfig
+) -> SegmentOutcome:
+    began = time.perf_counter()
+    try:
+        _extract_segment(store, video_id, probe_, start, stop, config)
+        return SegmentOutcome(video_id, start, stop - start, time.perf_counter() - began)
+    except media.MediaError as exc:
+        return SegmentOutcome(video_id, start, 0, time.perf_counter() - began, str(exc))
+    except Exception as exc:  # noqa: BLE001
+        return SegmentOutcome(video_id, start, 0, time.perf_counter() - began, f"{type(exc).__name__}: {exc}")
+
+
+def _limit_threads(threads: int) -> None:
+    if threads > 0:
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(threads)
+
+
+def _extract_segment(
+    store: str, video_id: str, probe_: media.MediaProbe, start: int, stop: int, config: ExtractConfig
+) -> None:
+    _limit_threads(config.cpu_threads)
+    times = media.target_times(probe_, config.fps)
+    out_wh = media.output_size(probe_.width, probe_.height, config.size, config.keep_aspect)
+    arrays = fstore.open_video_arrays(store, video_id)
+    flow = FlowComputer(config.flow, out_wh) if config.flow.method == "dis" else None
+    # The frame before the segment is decoded too, so the segment's first flow is real.
+    first = start - 1 if (start > 0 and flow is not None) else start
+    decoder_threads = config.decoder_threads or config.cpu_threads
+    audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
+    grid_w, grid_h = config.flow.grid(*out_wh)
+    # Three threads overlap, each releasing the GIL in its heavy part: decoding and scaling run ahead in
+    # one, flow and audio features run in this one, compressing and writing the previous chunk in a
+    # third. Two chunks read ahead and one write in flight bound memory at a few chunks.
+    frames = read_ahead(
+        lambda: media.decode_frames(probe_, times[first:stop], out_wh, decoder_threads), depth=2 * fstore.CHUNK_T
+    )
+    with closing(frames), ThreadPoolExecutor(max_workers=1) as writer:
+        if first < start:
+            assert flow is not None
+            flow.prime(next(frames))
+        pending: Future | None = None
+        for chunk_start in range(start, stop, fstore.CHUNK_T):
+            chunk_stop = min(chunk_start + fstore.CHUNK_T, stop)
+            rgb = np.stack([next(frames) for _ in range(chunk_stop - chunk_start)])
+            if flow is not None:
+                motion = np.stack([flow.next(frame) for frame in rgb])
+            else:
+                motion = np.zeros((rgb.shape[0], 2, grid_h, grid_w), dtype=np.float32)
+            spectra = audio.features(chunk_start, chunk_stop) if audio is not None else None
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(fstore.write_segment, arrays, chunk_start, rgb, motion, spectra)
+        if pending is not None:
+            pending.result()
+
+
+class _SegmentAudio:
+    """The 16 kHz mono signal around one segment, decoded once, windowed per chunk."""
+
+    def __init__(
+        self, probe_: media.MediaProbe, times: np.ndarray, start: int, stop: int, config: AudioWindowConfig
+    ) -> None:
+        self.times = times
+        self.config = config
+        begin = times[start] - AUDIO_MARGIN_S
+        end = times[stop - 1] + config.seconds + AUDIO_MARGIN_S
+        samples, self.signal_start, rate = media.decode_audio_mono(probe_, begin, end)
+        self.signal = resample_to_16k(samples, rate)
+
+    def features(self, start: int, stop: int) -> np.ndarray:
+        return frame_audio_features(self.signal, self.signal_start, self.times[start:stop], self.config)
+
+
+# --- coordination ----------------------------------------------------------------------------
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    frames_written: int = 0
+    seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+    def line(self) -> str:
+        rate = self.frames_written / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"extract: {self.done} done, {self.skipped} skipped, {self.failed} failed "
+            f"({self.frames_written} frames in {self.seconds:.1f} s, {rate:.0f} frames/s) -> {self.store}"
+        )
+        return text + (" [interrupted: rerun to resume]" if self.interrupted else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def video_shape(probe_: media.MediaProbe, config: ExtractConfig) -> fstore.VideoShape:
+    width, height = media.output_size(probe_.width, probe_.height, config.size, config.keep_aspect)
+    flow_w, flow_h = config.flow.grid(width, height)
+    n_freq, n_time = config.audio.shape
+    return fstore.VideoShape(
+        n_frames=int(media.target_times(probe_, config.fps).size),
+        height=height,
+        width=width,
+        flow_height=flow_h,
+        flow_width=flow_w,
+        n_freq=n_freq,
+        n_time=n_time,
+    )
+
+
+def video_fingerprint(config: ExtractConfig, source_sha256: str) -> str:
+    return zarr_io.fingerprint(
+        [config.output_settings(), source_sha256, zarr_io.SCHEMA_VERSION, zarr_io.package_version()]
+    )
+
+
+def _unchanged_and_complete(root: Any, record: VideoRecord, config: ExtractConfig) -> bool:
+    """Cheap skip: complete, same size and mtime as when extracted (so the same hash), same settings."""
+    attrs = fstore.video_attrs(root, record.video_id)
+    if not attrs or attrs.get("status") != zarr_io.STATUS_COMPLETE:
+        return False
+    try:
+        stat = stat_source(Path(record.path))
+    except OSError:
+        return False
+    if attrs.get("source_size") != stat.size or attrs.get("source_mtime_ns") != stat.mtime_ns:
+        return False
+    if attrs.get("source_path") != str(Path(record.path).resolve()):
+        return False
+    return attrs.get("fingerprint") == video_fingerprint(config, attrs.get("source_sha256", ""))
+
+
+def segment_bounds(
+    times: np.ndarray, keyframe_times: np.ndarray, segment_frames: int, chunk: int = fstore.CHUNK_T
+) -> list[tuple[int, int]]:
+    """(start, stop) of the segments of output frames at `times`: on chunk boundaries, at least
+    `segment_frames` long (bar the last), cut just after keyframes where one is near.
+
+    A segment's decoder seeks to the keyframe at or before the frame preceding its start (decoded to
+    prime the flow) and decodes from there. Cut on the first chunk boundary past a keyframe, that costs
+    at most a chunk of frames decoded for nothing; cut anywhere else it costs up to a keyframe interval
+    (x264 defaults: 250 frames, half of a 512-frame segment). Without a keyframe within a segment's
+    length of the plain cut (or in files that cannot seek), the plain cut stands.
+    """
+    n_frames = int(times.size)
+    first_at = np.searchsorted(times, keyframe_times - media.TIME_EPS)  # first output frame showing it
+    cuts = np.unique(-(-(first_at + 1) // chunk) * chunk)  # + 1: the primer frame comes after it too
+    starts = [0]
+    while starts[-1] + segment_frames < n_frames:
+        plain = starts[-1] + segment_frames
+        near = cuts[(cuts >= plain) & (cuts < min(plain + segment_frames, n_frames))]
+        starts.append(int(near[0]) if near.size else plain)
+    return list(zip(starts, starts[1:] + [n_frames]))
+
+
+def _audio_axes(config: AudioWindowConfig) -> tuple[np.ndarray, np.ndarray]:
+    n_freq, n_time = config.shape
+    freqs = np.arange(n_freq, dtype=np.float32) * SAMPLE_RATE / N_FFT
+    seg_times = (np.arange(n_time, dtype=np.float32) * HOP + N_FFT / 2) / SAMPLE_RATE
+    return freqs, seg_times
+
+
+class _VideoJob:
+    """The coordinator's book-keeping for one video being written."""
+
+    def __init__(self, record: VideoRecord, outcome: ProbeOutcome, fingerprint: str, n_frames: int) -> None:
+        self.record = record
+        self.outcome = outcome
+        self.fingerprint = fingerprint
+        self.n_frames = n_frames
+        self.pending: set[int] = set()
+        self.bounds: dict[int, int] = {}  # segment start → stop
+        self.done_segments: list[int] = []
+        self.error: str | None = None
+
+
+def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> tuple[_VideoJob, list[int]]:
+    """Preallocate (or reuse a half-written) group; return the job and the segment starts still to do."""
+    assert outcome.probe is not None and outcome.stat is not None
+    record, probe_ = outcome.record, outcome.probe
+    shape = video_shape(probe_, config)
+    fingerprint = video_fingerprint(config, outcome.stat.sha256)
+    job = _VideoJob(record, outcome, fingerprint, shape.n_frames)
+    times = media.target_times(probe_, config.fps)
+    job.bounds = dict(segment_bounds(times, probe_.keyframe_times, config.segment_frames))
+    starts = sorted(job.bounds)
+    attrs = fstore.video_attrs(root, record.video_id) or {}
+    if attrs.get("status") == zarr_io.STATUS_IN_PROGRESS and attrs.get("pending_fingerprint") == fingerprint:
+        # Pairs, so a segment counts only when cut the same way (how cuts are chosen may change).
+        done = {tuple(pair) for pair in attrs.get("segments_done", []) if isinstance(pair, list)}
+        job.done_segments = sorted(s for s in starts if (s, job.bounds[s]) in done)
+        return job, [s for s in starts if s not in job.done_segments]
+    group = fstore.preallocate_video(
+        root,
+        record.video_id,
+        shape,
+        {
+            "label": record.label,
+            "source_path": str(Path(record.path).resolve()),
+            "source_size": outcome.stat.size,
+            "source_mtime_ns": outcome.stat.mtime_ns,
+            "source_sha256": outcome.stat.sha256,
+            "source_codec": probe_.codec,
+            "source_width": probe_.width,
+            "source_height": probe_.height,
+            "source_fps": probe_.native_fps,
+            "source_frames": probe_.n_source_frames,
+            "fps": config.fps or probe_.native_fps,
+            "n_frames": shape.n_frames,
+            "width": shape.width,
+            "height": shape.height,
+            "has_audio": probe_.has_audio,
+            "source_audio_rate": probe_.audio_rate,
+            "source_audio_channels": probe_.audio_channels,
+            "settings": config.output_settings(),
+            "pending_fingerprint": fingerprint,
+            "segments_done": [],
+            "avfix_version": zarr_io.package_version(),
+        },
+    )
+    fstore.write_axes(group, times - times[0], *_audio_axes(config.audio))
+    return job, starts
+
+
+def run_extract(
+    source: str | Path,
+    workspace: str | Path,
+    config: ExtractConfig,
+    scheduler: SchedulerConfig,
+    progress: Progress | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+    store: str | Path | None = None,
+    require_labels: bool = True,
+) -> ExtractSummary:
+    """Extract every video of `source` into `workspace/features.zarr` (or `store`); see the module docstring.
+
+    `require_labels=False` accepts untagged inputs (predict): a single file, a flat folder, a manifest
+    without `label`.
+    """
+    began = time.perf_counter()
+    inputs: InputSet = discover(source, require_labels)
+    store = Path(store) if store is not None else fstore.store_path(workspace)
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    root = fstore.open_for_writing(store)
+    classes = sorted(set(root.attrs.get("classes", [])) | set(inputs.classes))
+    fstore.write_store_attrs(root, classes, config.output_settings())
+    summary = ExtractSummary(store=str(store))
+    progress = progress or Progress(enabled=False)
+    failures = zarr_io.failures_of(root)
+    report = on_failure or (lambda path, reason: None)
+
+    def fail(video_id: str, path: str, reason: str) -> None:
+        summary.failed += 1
+        failures[video_id] = {"path": path, "reason": reason}
+        summary.failures.append({"video_id": video_id, "path": path, "reason": reason})
+        report(path, reason)
+        progress.advance_video()
+
+    progress.start(n_videos=len(inputs.records) + len(inputs.problems))
+    for problem in inputs.problems:
+        fail(problem.video_id, problem.path, problem.reason)
+
+    todo = []
+    for record in inputs.records:
+        if _unchanged_and_complete(root, record, config):
+            summary.skipped += 1
+            failures.pop(record.video_id, None)
+            progress.advance_video()
+        else:
+            todo.append(record)
+
+    try:
+        with dask_client(scheduler) as client:
+            _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        zarr_io.record_failures(root, failures)
+        progress.close()
+        zarr_io.consolidate(store)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def _run_tasks(
+    client: Client,
+    root: Any,
+    store: str,
+    records: list[VideoRecord],
+    config: ExtractConfig,
+    summary: ExtractSummary,
+    failures: dict[str, dict[str, str]],
+    fail: Callable[[str, str, str], None],
+    progress: Progress,
+) -> None:
+    jobs: dict[str, _VideoJob] = {}
+    futures = as_completed(client.map(probe_task, records, config=config, pure=False), loop=client.loop)
+    try:
+        for future in futures:
+            result = future.result()
+            if isinstance(result, ProbeOutcome):
+                _on_probe(client, futures, root, store, result, config, jobs, summary, failures, fail, progress)
+            else:
+                _on_segment(root, result, jobs, summary, failures, fail, progress)
+    except BaseException:
+        for future in list(futures.futures):
+            future.cancel()
+        raise
+
+
+def _on_probe(client, futures, root, store, outcome, config, jobs, summary, failures, fail, progress) -> None:  # noqa: ANN001
+    record = outcome.record
+    if outcome.error is not None:
+        fail(record.video_id, str(record.path), outcome.error)
+        return
+    job, starts = _prepare_video(root, outcome, config)
+    jobs[record.video_id] = job
+    progress.add_frames(job.n_frames)
+    progress.advance_frames(job.n_frames - sum(job.bounds[s] - s for s in starts))
+    if not starts:
+        _finish_video(root, job, summary, failures, progress)
+        return
+    for start in starts:
+        stop = job.bounds[start]
+        job.pending.add(start)
+        futures.add(
+            client.submit(segment_task, store, record.video_id, outcome.probe, start, stop, config, pure=False)
+        )
+
+
+def _on_segment(root, result: SegmentOutcome, jobs, summary, failures, fail, progress) -> None:  # noqa: ANN001
+    job = jobs[result.video_id]
+    job.pending.discard(result.start)
+    if result.error is not None:
+        if job.error is None:
+            job.error = result.error
+            fail(job.record.video_id, str(job.record.path), result.error)
+        return
+    if job.error is not None:
+        return
+    summary.frames_written += result.n_frames
+    progress.advance_frames(result.n_frames)
+    job.done_segments.append(result.start)
+    group = zarr_io.video_group(root, job.record.video_id)
+    # [start, stop] pairs: let an interrupted video resume
+    group.attrs["segments_done"] = [[s, job.bounds[s]] for s in sorted(job.done_segments)]
+    if not job.pending:
+        _finish_video(root, job, summary, failures, progress)
+
+
+def _finish_video(root: Any, job: _VideoJob, summary: ExtractSummary, failures: dict, progress: Progress) -> None:
+    """All segments are written: only now is the video marked complete."""
+    zarr_io.mark_complete(zarr_io.video_group(root, job.record.video_id), job.fingerprint)
+    failures.pop(job.record.video_id, None)
+    summary.done += 1
+    progress.advance_video()

@@ -1,0 +1,305 @@
+"""The predict stage: saliency maps for new videos with a trained STA network → WS/predictions.zarr.
+
+1. The inputs go through the extract stage itself (`run_extract` into WS/predict-features.zarr, with
+   the extract settings the network was trained on), so decoding, audio features, resuming, parallel
+   workers and bad-input handling are the same code as for training. Tags are not needed: a single
+   file, a flat folder, a `<class>/<video>` folder or a manifest (with or without `label`) all work.
+2. Per video, frames t−1, t, t+1 (clamped at the ends, so every frame of a video of any length gets a
+   map) and the audio window of t go through the network in batches; the audio switch is the
+   network's own head (no tag at predict time; no audio stream → switch 0).
+3. Post-processing as SPEC §4.6 (`models.sta.postprocess_saliency`): sigmoid, 8-bit quantisation,
+   Gaussian σ = 7 at 356 px (scaled with the map size), max-normalisation, resize to the source size.
+4. Maps stream into predictions.zarr chunk by chunk; a video is marked complete last, and a rerun
+   skips complete videos whose features, checkpoint and settings are unchanged.
+5. `overlay`: WS/overlays/<video>.mp4, the heat map blended over the source frames with the audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from models.device import autocast, resolve_device
+from models.sta import PAPER_BLUR_SIGMA, STANet, postprocess_saliency
+from pipeline.common import media
+from pipeline.common.audio_features import AudioWindowConfig
+from pipeline.common.flow import FlowConfig
+from pipeline.common.inputs import discover
+from pipeline.common.progress import Progress
+from pipeline.common.scheduling import SchedulerConfig
+from pipeline.extract.run import ExtractConfig, run_extract
+from pipeline.predict.overlay import colormap_lut, write_overlay
+from pipeline.pseudolabel.classifier_loop import file_sha256
+from pipeline.train.augment import resize_flow, resize_frames
+from pipeline.train.checkpoints import checkpoint_dir, load_checkpoint
+from pipeline.train.config import TrainError
+from pipeline.train.model import build_sta
+from stores import features as fstore
+from stores import predictions as pred_store
+from stores import zarr_io
+
+log = logging.getLogger(__name__)
+
+PREDICT_FEATURES = "predict-features.zarr"
+OVERLAYS = "overlays"
+MIN_CONTEXT_FRAMES = 3  # t−1, t, t+1
+
+
+class PredictError(Exception):
+    """predict cannot run at all (no checkpoint, an unreadable one, no inputs)."""
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    checkpoint: str | None = None  # None: WS/checkpoints/sta/best.pt, else last.pt
+    batch_size: int = 16
+    device: str = "auto"
+    amp: bool = True  # CUDA only
+    overlay: bool = False
+    overlay_alpha: float = 0.5
+    colormap: str = "jet"
+    blur_sigma: float = PAPER_BLUR_SIGMA  # at a 356-pixel map (SPEC §4.6); scaled with the map size
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if not 0 <= self.overlay_alpha <= 1:
+            raise ValueError(f"overlay_alpha must be in [0, 1], got {self.overlay_alpha}")
+        if self.overlay:
+            colormap_lut(self.colormap)  # an unknown name fails before any work
+
+    def output_settings(self) -> dict[str, Any]:
+        return {"blur_sigma_at_356": self.blur_sigma, "postprocess": "SPEC 4.6 (quantise, blur, max-normalise, resize)"}
+
+
+@dataclass
+class PredictSummary:
+    store: str
+    checkpoint: str = ""
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    frames: int = 0
+    overlays: int = 0
+    empty_maps: int = 0  # frames whose map is all zero (see `line`)
+    short_videos: dict[str, int] = field(default_factory=dict)  # video id -> frame count (< 3)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+    def line(self) -> str:
+        text = (f"predict: {self.done} done, {self.skipped} skipped, {self.failed} failed "
+                f"({self.frames} frames, {self.overlays} overlays, {self.seconds:.1f} s) -> {self.store}")  # fmt: skip
+        if self.short_videos:
+            shown = ", ".join(f"{k} ({n} frame{'s' if n != 1 else ''})" for k, n in sorted(self.short_videos.items()))
+            text += f"; shorter than 3 frames, predicted with t-1/t+1 clamped: {shown}"
+        if self.empty_maps:
+            text += (f"; {self.empty_maps} frame(s) got an all-zero map (the network's probability stays "
+                     "below 1/255 everywhere, and SPEC §4.6 quantises before normalising)")  # fmt: skip
+        return text + (" [interrupted: rerun to resume]" if self.interrupted else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def find_checkpoint(workspace: Path, explicit: str | Path | None) -> Path:
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise PredictError(f"{path}: no such checkpoint")
+        return path
+    folder = checkpoint_dir(workspace)
+    for name in ("best.pt", "last.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    raise PredictError(f"no STA checkpoint in {folder} (run `avfix train` first, or pass --checkpoint)")
+
+
+def load_model(path: Path, device: torch.device) -> tuple[STANet, dict[str, Any]]:
+    try:
+        saved = load_checkpoint(path)
+    except TrainError as exc:
+        raise PredictError(str(exc)) from exc
+    try:
+        model = build_sta(saved["model_settings"], random_init=True)  # the weights come from the checkpoint
+        model.load_state_dict(saved["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise PredictError(f"{path}: the STA checkpoint does not fit its own settings ({exc})") from exc
+    return model.to(device).eval(), saved
+
+
+def extract_config_for(workspace: Path, saved: dict[str, Any]) -> ExtractConfig:
+    """The extract settings the network was trained on (recorded in the checkpoint, else those of
+    WS/features.zarr, else the defaults); flow only when the network reads it; any length accepted."""
+    settings = saved.get("features_settings") or {}
+    if not settings and fstore.store_path(workspace).exists():
+        settings = dict(fstore.open_for_reading(fstore.store_path(workspace)).attrs.get("settings", {}))
+    flow = FlowConfig(**settings["flow"]) if settings.get("flow") else FlowConfig()
+    if not saved["model_settings"]["sta"].get("use_flow"):
+        flow = FlowConfig(method="none", scale=flow.scale, preset=flow.preset)  # not read: not computed
+    return ExtractConfig(
+        fps=settings.get("fps"), size=int(settings.get("size", 356)),
+        keep_aspect=bool(settings.get("keep_aspect", False)), flow=flow,
+        audio=AudioWindowConfig(seconds=float(settings.get("audio_window_s", 0.5))), min_frames=1,
+    )  # fmt: skip
+
+
+def run_predict(
+    videos: str | Path,
+    workspace: str | Path,
+    config: PredictConfig,
+    scheduler: SchedulerConfig | None = None,
+    progress: Progress | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+) -> PredictSummary:
+    """Predict saliency for every video of `videos`; see the module docstring."""
+    began = time.perf_counter()
+    workspace = Path(workspace)
+    progress = progress or Progress(enabled=False)
+    report = on_failure or (lambda path, reason: None)
+    device = resolve_device(config.device)
+    checkpoint = find_checkpoint(workspace, config.checkpoint)
+    model, saved = load_model(checkpoint, device)
+    checkpoint_sha = file_sha256(checkpoint)
+    store = pred_store.store_path(workspace)
+    summary = PredictSummary(store=str(store), checkpoint=str(checkpoint))
+    records = discover(videos, require_labels=False).records
+
+    features_path = workspace / PREDICT_FEATURES
+    extracted = run_extract(videos, workspace, extract_config_for(workspace, saved), scheduler or SchedulerConfig(),
+                            progress, on_failure, store=features_path, require_labels=False)  # fmt: skip
+    summary.failed += extracted.failed
+    summary.failures += extracted.failures
+    if extracted.interrupted:
+        summary.interrupted = True
+        summary.seconds = time.perf_counter() - began
+        return summary
+
+    features = fstore.open_for_reading(features_path)
+    complete = set(fstore.complete_videos(features))
+    root = pred_store.open_for_writing(store)
+    pred_store.write_store_attrs(root, {
+        "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": checkpoint_sha,
+        "settings": config.output_settings(), "features_store": str(features_path),
+    })  # fmt: skip
+    failures = zarr_io.failures_of(root)
+    for failure in extracted.failures:
+        failures[failure["video_id"]] = {"path": failure["path"], "reason": failure["reason"]}
+    failed_now = {f["video_id"] for f in extracted.failures}
+    todo = [r for r in records if r.video_id in complete and r.video_id not in failed_now]
+    context = _Context(model, saved, checkpoint_sha, config, device, workspace, features, features_path, root)
+    progress.start(len(todo))
+    try:
+        for record in todo:
+            try:
+                _predict_video(context, record.video_id, summary, progress)
+                failures.pop(record.video_id, None)
+            except (media.MediaError, ValueError, RuntimeError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, media.MediaError) else str(exc)
+                summary.failed += 1
+                summary.failures.append({"video_id": record.video_id, "path": str(record.path), "reason": reason})
+                failures[record.video_id] = {"path": str(record.path), "reason": reason}
+                report(str(record.path), reason)
+            progress.advance_video()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        progress.close()
+        zarr_io.record_failures(root, failures)
+        zarr_io.consolidate(store)
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+@dataclass
+class _Context:
+    """What every video's prediction uses."""
+
+    model: STANet
+    saved: dict[str, Any]  # the checkpoint (its settings)
+    checkpoint_sha: str
+    config: PredictConfig
+    device: torch.device
+    workspace: Path
+    features: Any  # the predict features store's root group
+    features_path: Path
+    root: Any  # the predictions store's root group
+
+
+def _predict_video(context: _Context, video_id: str, summary: PredictSummary, progress: Progress) -> None:
+    config, root = context.config, context.root
+    attrs = fstore.video_attrs(context.features, video_id) or {}
+    n_frames = int(attrs["n_frames"])
+    source_hw = (int(attrs["source_height"]), int(attrs["source_width"]))
+    if n_frames < MIN_CONTEXT_FRAMES:
+        summary.short_videos[video_id] = n_frames
+    fingerprint = zarr_io.fingerprint([context.checkpoint_sha, config.output_settings(), attrs.get("fingerprint")])
+    overlay_path = context.workspace / OVERLAYS / f"{video_id}.mp4"
+    if pred_store.is_up_to_date(root, video_id, fingerprint):
+        summary.skipped += 1
+        summary.frames += n_frames
+        summary.empty_maps += int((pred_store.video_attrs(root, video_id) or {}).get("empty_maps", 0))
+    else:
+        progress.add_frames(n_frames)
+        group = pred_store.preallocate_video(root, video_id, n_frames, *source_hw, {
+            "source_path": attrs.get("source_path"), "source_sha256": attrs.get("source_sha256"),
+            "fps": attrs.get("fps"), "features_settings": attrs.get("settings"),
+            "checkpoint_sha256": context.checkpoint_sha,
+        })  # fmt: skip
+        reader = fstore.VideoReader(context.features_path, video_id)
+        pred_store.write_times(group, reader.read(fstore.TIMES.name, 0, n_frames))
+        empty = 0
+        for start in range(0, n_frames, config.batch_size):
+            stop = min(start + config.batch_size, n_frames)
+            maps = predict_frames(context.model, reader, start, stop, bool(attrs.get("has_audio")), context.saved,
+                                  source_hw, config, context.device)  # fmt: skip
+            pred_store.write_frames(group, start, maps, np.ones(stop - start, dtype=bool))
+            empty += int((maps.reshape(maps.shape[0], -1).max(axis=1) == 0).sum())
+            progress.advance_frames(stop - start)
+        extra = {"short_video": n_frames < MIN_CONTEXT_FRAMES, "empty_maps": empty}
+        pred_store.mark_complete(group, fingerprint, extra)
+        summary.empty_maps += empty
+        summary.done += 1
+        summary.frames += n_frames
+        overlay_path.unlink(missing_ok=True)  # stale: the maps changed
+    if config.overlay and not overlay_path.exists():
+        write_overlay(
+            attrs["source_path"], overlay_path, attrs["settings"].get("fps"), n_frames,
+            lambda start, stop: pred_store.read_saliency(root, video_id, start, stop)[0],
+            alpha=config.overlay_alpha, colormap=config.colormap,
+        )  # fmt: skip
+        summary.overlays += 1
+
+
+@torch.no_grad()
+def predict_frames(model: STANet, reader: fstore.VideoReader, start: int, stop: int, has_audio: bool,
+                   saved: dict[str, Any], source_hw: tuple[int, int], config: PredictConfig,
+                   device: torch.device) -> np.ndarray:  # fmt: skip
+    """uint8 maps (stop − start, H, W) at the source size for frames [start, stop) of one video."""
+    n_frames = reader.n_frames
+    first = max(start - 1, 0)
+    block = reader.read(fstore.FRAMES.name, first, stop + 1)
+    t = np.arange(start, stop)
+    neighbours = np.clip(t[:, None] + np.array([-1, 0, 1]), 0, n_frames - 1) - first  # clamped at the ends
+    size = int(saved["model_settings"]["input_size"])
+    frames = resize_frames(torch.from_numpy(block[neighbours]).to(device), size)
+    audio = torch.from_numpy(reader.read(fstore.AUDIO.name, start, stop).astype(np.float32)).to(device)
+    has = torch.full((stop - start,), has_audio, dtype=torch.bool, device=device)
+    flow = None
+    if model.flow_encoder is not None:
+        stored = torch.from_numpy(reader.read(fstore.FLOW.name, start, stop).astype(np.float32)).to(device)
+        flow = resize_flow(stored, tuple(block.shape[1:3]), size)  # type: ignore[arg-type]
+    with autocast(device, config.amp):
+        output = model(frames, audio, has, None, flow)
+    probability = torch.sigmoid(output.saliency_logits.float())
+    return postprocess_saliency(probability, source_hw, config.blur_sigma).cpu().numpy()

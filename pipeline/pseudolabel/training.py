@@ -1,0 +1,202 @@
+"""Training the pseudolabel stage's classifiers from tags: the audio event classifier, then the coarse
+S/ST/SA classifiers on whole frames, then the fine ones on the coarse stage's crops (SPEC §1.4, §2, §3.2).
+
+Each classifier is checkpointed under `WS/checkpoints/pseudolabel/<name>.pt` with a fingerprint of its
+settings, its training data and the checkpoints it depends on; a rerun reuses a finished checkpoint
+with the same fingerprint, resumes an unfinished one, and retrains a stale one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.audio_encoder import AudioEncoder, AudioEncoderConfig, AudioEventClassifier
+from models.backbones import build_backbone
+from models.classifiers import Branch, ClassifierConfig, SCAMClassifier, Stage
+from pipeline.common.progress import Progress
+from pipeline.pseudolabel.batches import classifier_logits
+from pipeline.pseudolabel.classifier_loop import TrainResult, train_classifier
+from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
+from stores import zarr_io
+from stores.datasets import FrameItem, FrameSamples
+
+BRANCHES = (Branch.S, Branch.ST, Branch.SA)
+EVENT_MODEL = "event_audio"
+
+# Per video: selection boxes in stored-frame pixels (T, 4) and whether each frame has one (T,).
+Boxes = dict[str, tuple[np.ndarray, np.ndarray]]
+Keep = Callable[[VideoInfo, int], bool]
+
+
+def checkpoint_folder(workspace: Path) -> Path:
+    return workspace / "checkpoints" / "pseudolabel"
+
+
+class ClassifierTrainer:
+    """Trains (or reuses) each classifier with a shared checkpoint folder and fingerprint base."""
+
+    def __init__(self, workspace: Path, config: PseudolabelConfig, classes: list[str], train_videos: list[VideoInfo],
+                 val_videos: list[VideoInfo], device: torch.device, report: Callable[[str], None],
+                 progress: Progress, inputs_key: dict[str, Any]) -> None:  # fmt: skip
+        self.folder = checkpoint_folder(workspace)
+        self.config = config
+        self.features_path = workspace / "features.zarr"
+        self.classes = classes
+        self.train_videos = train_videos
+        self.val_videos = val_videos
+        self.device = device
+        self.report = report
+        self.progress = progress
+        self.data_key = [sorted((v.video_id, v.fingerprint) for v in train_videos), sorted(v.video_id for v in val_videos)]
+        self.inputs_key = inputs_key  # hashes of weight files the classifiers start from
+        self.results: dict[str, TrainResult] = {}
+
+    def fingerprint(self, name: str, upstream: list[str], extra: dict[str, Any] | None = None) -> str:
+        hashes = [self.results[d].sha256 for d in upstream if d in self.results]
+        return zarr_io.fingerprint([name, self.config.classifier_settings(), self.inputs_key, self.classes,
+                                    self.data_key, hashes, extra or {}])  # fmt: skip
+
+    def train(self, name: str, model: nn.Module, train_set: FrameSamples, val_set: FrameSamples, forward: Any,
+              upstream: list[str], extra: dict[str, Any] | None = None) -> TrainResult:  # fmt: skip
+        result = train_classifier(
+            name, model, train_set, val_set, forward, self.config.train, self.folder / f"{name}.pt",
+            self.fingerprint(name, upstream, extra), self.device, self.report, self.progress,
+        )  # fmt: skip
+        self.results[name] = result
+        return result
+
+    def items(self, keep: Keep | None = None) -> tuple[list[FrameItem], list[FrameItem]]:
+        return frame_items(self.train_videos, keep), frame_items(self.val_videos, keep)
+
+
+def frame_items(videos: list[VideoInfo], keep: Keep | None = None) -> list[FrameItem]:
+    return [FrameItem(v.video_id, t, v.class_index) for v in videos for t in range(v.n_frames) if keep is None or keep(v, t)]
+
+
+def build_classifier(config: PseudolabelConfig, branch: Branch, stage: Stage, n_classes: int) -> SCAMClassifier:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # fresh weights depend on the seed only, not on what ran before
+        return _build_classifier(config, branch, stage, n_classes)
+
+
+def _build_classifier(config: PseudolabelConfig, branch: Branch, stage: Stage, n_classes: int) -> SCAMClassifier:
+    backbone = build_backbone(config.backbone, config.weights, random_init=config.random_init)
+    widths: dict[str, int | None] = {}
+    if config.feature_channels is not None:
+        widths = dict.fromkeys(("feature_channels", "audio_channels", "attention_channels"), config.feature_channels)
+        if branch == Branch.S and stage == Stage.FINE:
+            widths["feature_channels"] = None  # S_fine pools the backbone map itself (SPEC §3.2)
+    classifier_config = ClassifierConfig(
+        branch=branch, stage=stage, n_classes=n_classes,
+        audio_encoder=AudioEncoderConfig(width=config.audio_width), **widths,
+    )  # fmt: skip
+    return SCAMClassifier(classifier_config, backbone)
+
+
+def train_event_classifier(trainer: ClassifierTrainer) -> AudioEventClassifier | None:
+    """The tag classifier on audio alone; None when no training video has audio."""
+    config = trainer.config
+    with_audio: Keep = lambda video, t: video.has_audio  # noqa: E731
+    train_items, val_items = trainer.items(with_audio)
+    if not train_items:
+        trainer.report("no training video has audio: the SA branch and the event-audio decision are skipped")
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = AudioEventClassifier(len(trainer.classes), AudioEncoder(AudioEncoderConfig(width=config.audio_width)))
+    trainer.train(
+        EVENT_MODEL, model,
+        FrameSamples(trainer.features_path, train_items, audio=True, frames=False),
+        FrameSamples(trainer.features_path, val_items, audio=True, frames=False),
+        lambda net, batch, train: (net(batch["audio"].unsqueeze(1)), batch["label"]), [],
+    )  # fmt: skip
+    return model
+
+
+def event_related(event_of: dict[str, np.ndarray], threshold: float) -> Keep:
+    return lambda video, t: bool(event_of[video.video_id][t] >= threshold)
+
+
+def train_coarse(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], with_sa: bool) -> dict[Branch, SCAMClassifier]:
+    """S and ST on every frame; SA only on frames whose audio is event-related (SPEC §2.3)."""
+    config = trainer.config
+    models: dict[Branch, SCAMClassifier] = {}
+    for branch in BRANCHES:
+        if branch == Branch.SA and not with_sa:
+            continue
+        keep = event_related(event_of, config.event_threshold) if branch == Branch.SA else None
+        train_items, val_items = trainer.items(keep)
+        if not train_items:
+            trainer.report(f"{branch}_coarse: no training frame has event-related audio; the SA branch is skipped")
+            continue
+        model = build_classifier(config, branch, Stage.COARSE, len(trainer.classes))
+        upstream = [EVENT_MODEL] if branch == Branch.SA else []
+        trainer.train(
+            f"{branch}_coarse", model, *_datasets(trainer, branch, train_items, val_items),
+            _forward(config.coarse_size, event_of, train_items, val_items, branch), upstream,
+        )  # fmt: skip
+        models[branch] = model
+    return models
+
+
+def train_fine(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], boxes: Boxes,
+               branches: list[Branch]) -> dict[Branch, SCAMClassifier]:  # fmt: skip
+    """Each branch retrained on the crops of the frames the coarse stage selected a region in (SPEC §3.2)."""
+    config = trainer.config
+    upstream = [EVENT_MODEL] + [f"{b}_coarse" for b in branches]
+    models: dict[Branch, SCAMClassifier] = {}
+    has_box: Keep = lambda video, t: bool(boxes[video.video_id][1][t])  # noqa: E731
+    for branch in branches:
+        if branch == Branch.SA:
+            related = event_related(event_of, config.event_threshold)
+            keep: Keep = lambda video, t: has_box(video, t) and related(video, t)  # noqa: E731
+        else:
+            keep = has_box
+        train_items, val_items = trainer.items(keep)
+        if not train_items:
+            trainer.report(f"{branch}_fine: the coarse stage selected no region in any training frame; skipped")
+            continue
+        model = build_classifier(config, branch, Stage.FINE, len(trainer.classes))
+        trainer.train(
+            f"{branch}_fine", model, *_datasets(trainer, branch, train_items, val_items),
+            _forward(config.fine_size, event_of, train_items, val_items, branch, boxes), upstream,
+            extra=config.map_settings(),
+        )  # fmt: skip
+        models[branch] = model
+    return models
+
+
+def _datasets(trainer: ClassifierTrainer, branch: Branch, train_items: list[FrameItem],
+              val_items: list[FrameItem]) -> tuple[FrameSamples, FrameSamples]:  # fmt: skip
+    kwargs = {"neighbours": branch == Branch.ST, "audio": branch == Branch.SA}
+    return FrameSamples(trainer.features_path, train_items, **kwargs), FrameSamples(trainer.features_path, val_items, **kwargs)
+
+
+def _forward(size: int, event_of: dict[str, np.ndarray], train_items: list[FrameItem], val_items: list[FrameItem],
+             branch: Branch, boxes: Boxes | None = None) -> Callable:  # fmt: skip
+    """The batch → (logits, labels) function of one classifier; per-item event probabilities and boxes
+    are looked up by the batch's item indices."""
+
+    def per_item(items: list[FrameItem]) -> tuple[Tensor, Tensor | None]:
+        events = torch.tensor([float(event_of[i.video_id][i.t]) for i in items] or [0.0])
+        item_boxes = None
+        if boxes is not None and items:
+            item_boxes = torch.from_numpy(np.stack([boxes[i.video_id][0][i.t] for i in items])).long()
+        return events, item_boxes
+
+    lookups = {True: per_item(train_items), False: per_item(val_items)}
+
+    def forward(model: nn.Module, batch: dict[str, Tensor], train: bool) -> tuple[Tensor, Tensor]:
+        events, item_boxes = lookups[train]
+        index = batch["index"].cpu()
+        device = batch["frames"].device
+        event_prob = events[index].to(device) if branch == Branch.SA else None
+        crop = item_boxes[index].to(device) if item_boxes is not None else None
+        return classifier_logits(model, batch, size, crop, event_prob, train), batch["label"]
+
+    return forward

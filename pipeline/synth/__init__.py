@@ -1,0 +1,1 @@
+"""`avfix synth`: generated tagged audio-visual sets with known truth (tests, demo, benchmarks)."""

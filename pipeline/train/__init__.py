@@ -1,0 +1,1 @@
+"""The train stage: the STA network from features.zarr + pseudo.zarr -> WS/checkpoints/sta/."""

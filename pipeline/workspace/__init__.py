@@ -1,0 +1,1 @@
+"""The workspace: `avfix run` (the DAG), `avfix status`, the TOML configuration and `avfix demo`."""
