@@ -22,7 +22,6 @@ from models.weights import load_matching_state_dict, read_state_dict
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 IMAGENET_CLASSES = 1000
-LEVELS: tuple[str, str, str] = ("stride8", "stride16", "stride32")
 
 
 class VisualBackbone(nn.Module):

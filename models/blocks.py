@@ -36,6 +36,3 @@ class ReceptiveFieldBlock(nn.Module):
         branches = torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
         return torch.relu(self.conv_cat(branches) + self.conv_res(x))
 
-
-# The name used in SPEC and in the literature.
-RFB = ReceptiveFieldBlock

@@ -187,17 +187,6 @@ def _is_constant(values: Tensor) -> Tensor:
     return ((high == low) | torch.isnan(high)).squeeze(1)
 
 
-def _zscore(values: Tensor) -> Tensor:
-    """(x - mean) / std with MATLAB's N-1 std; NaN for a constant row.
-
-    A constant row is tested for explicitly: its floating-point mean may differ from the value by an ulp,
-    leaving a std of ~1e-17 that would turn rounding noise into scores (MATLAB has the same flaw).
-    """
-    std, mean = torch.std_mean(values, dim=1, correction=1, keepdim=True)
-    std = torch.where(_is_constant(values).unsqueeze(1), torch.nan, std)
-    return (values - mean) / std
-
-
 def cc(saliency: Tensor, density: Tensor) -> Tensor:
     """Pearson correlation of the maps (`CC.m` z-scores both, then `corr2`: the z-scoring changes nothing
     but makes a constant map NaN, kept here)."""

@@ -129,9 +129,3 @@ class FrameSamples(Dataset):
             sample["audio"] = torch.from_numpy(window.astype(np.float32))
         return sample
 
-
-def read_video_arrays(store: str | Path, video_id: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Whole arrays of one video (for per-video inference)."""
-    root = zarr_io.open_root(store, mode="r")
-    group = root[f"{zarr_io.VIDEOS}/{video_id}"]
-    return {name: np.asarray(group[name][...]) for name in names}

@@ -32,11 +32,6 @@ def record_run(path: str | Path, config: dict[str, Any], failed_inputs: dict[str
     zarr_io.consolidate(path)
 
 
-def recorded_config(root: zarr.Group) -> dict[str, Any] | None:
-    value = root.attrs.get(CONFIG_ATTR)
-    return dict(value) if isinstance(value, dict) else None
-
-
 def failed_inputs(root: zarr.Group) -> dict[str, Any]:
     return dict(root.attrs.get(FAILED_INPUTS_ATTR, {}))
 

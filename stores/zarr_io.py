@@ -32,6 +32,14 @@ STATUS_COMPLETE = "complete"
 STATUS_IN_PROGRESS = "in_progress"
 
 
+class StoreError(ValueError):
+    """A store that cannot be used: missing, of another kind or schema, or damaged. The message names it."""
+
+
+class StoreMissing(StoreError, FileNotFoundError):
+    """The store does not exist (yet)."""
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """Name, dimensions, dtype and chunk length along the first axis of one per-video array."""
@@ -52,7 +60,7 @@ def open_root(path: str | Path, mode: str = "r") -> zarr.Group:
     """Open a store's root group. `mode` 'r' reads only; 'a' creates the store when missing."""
     path = Path(path)
     if mode == "r" and not path.exists():
-        raise FileNotFoundError(f"{path}: no such store")
+        raise StoreMissing(f"{path}: no such store")
     # Never through consolidated metadata: it is a snapshot from the end of the last run, stale for
     # groups created since (and after a killed run); it is written for outside readers such as xarray.
     root = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
@@ -73,7 +81,7 @@ def open_kind_for_reading(path: str | Path, kind: str, made_by: str) -> zarr.Gro
     """Open an existing store of `kind`, with a clear error when it is missing (naming the command
     `made_by` that makes it) or of another kind or schema."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no {kind} store (run `{made_by}` first)")
+        raise StoreMissing(f"{path}: no {kind} store (run `{made_by}` first)")
     root = open_root(path, mode="r")
     check_schema(root, kind, path)
     return root
@@ -84,10 +92,10 @@ def check_schema(root: zarr.Group, kind: str, path: str | Path) -> None:
     attrs = dict(root.attrs)
     found_kind = attrs.get("store_kind")
     if found_kind != kind:
-        raise ValueError(f"{path}: not an avfix {kind} store (store_kind={found_kind!r})")
+        raise StoreError(f"{path}: not an avfix {kind} store (store_kind={found_kind!r})")
     version = attrs.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ValueError(
+        raise StoreError(
             f"{path}: {kind} store has schema version {version!r}, this avfix reads version {SCHEMA_VERSION}"
         )
 
@@ -184,10 +192,6 @@ def fingerprint(parts: Iterable[Any]) -> str:
     """A stable hash of JSON-able parts (settings, input hashes, code version)."""
     text = json.dumps(list(parts), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def as_numpy(array: zarr.Array, start: int, stop: int) -> np.ndarray:
-    return np.asarray(array[start:stop])
 
 
 class DirectChunks:

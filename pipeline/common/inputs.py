@@ -14,6 +14,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.common.errors import BadInput
 from stores.records import VideoRecord, video_id_problem
 
 VIDEO_SUFFIXES = {
@@ -22,7 +23,7 @@ VIDEO_SUFFIXES = {
 }  # fmt: skip
 
 
-class InputError(Exception):
+class InputError(BadInput):
     """The input as a whole cannot be used (missing folder, unreadable manifest, missing column)."""
 
 

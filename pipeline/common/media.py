@@ -21,13 +21,15 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from pipeline.common.errors import BadInput
+
 log = logging.getLogger(__name__)
 
 # Two timestamps closer than this are the same instant (container time bases are ≥ 1/90000 s).
 TIME_EPS = 1e-6
 
 
-class MediaError(Exception):
+class MediaError(BadInput):
     """A file that cannot be used, with a reason a user can act on."""
 
 

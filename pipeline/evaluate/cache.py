@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.common.files import write_text_atomic
 from pipeline.evaluate import fixations as fx
 
 CACHE_NAME = "evaluate_cache.jsonl"
@@ -44,12 +45,7 @@ class ScoreCache:
 
     def keep_only(self, keys: set[str]) -> None:
         """Drop entries of other settings or inputs (atomic rewrite)."""
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
-            for key in keys:
-                if key in self.entries:
-                    handle.write(json.dumps(self.entries[key]) + "\n")
-        os.replace(temporary, self.path)
+        write_text_atomic(self.path, "".join(json.dumps(self.entries[key]) + "\n" for key in keys if key in self.entries))
 
 
 def cache_key(*parts: Any) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models import metrics
+from pipeline.common.errors import BadInput
 from pipeline.evaluate import baselines as base
 from pipeline.evaluate import fixations as fx
 from pipeline.evaluate.cache import CACHE_NAME
@@ -21,7 +22,7 @@ _SHUFFLE_FOR_LAYOUT = {"stavis": ("same-video",), "csv": ("same-video",), "image
 SIGMA_UNITS: tuple[str, ...] = ("frac", "px", "deg")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(BadInput, ValueError):
     """Settings or inputs that make the whole evaluation impossible."""
 
 

@@ -32,6 +32,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from pipeline.common.errors import BadInput
+
 Layout = Literal["stavis", "csv", "images"]
 Origin = Literal["corner", "center"]
 ORIGINS: tuple[str, ...] = ("corner", "center")
@@ -40,7 +42,7 @@ LAYOUTS: tuple[str, ...] = ("stavis", "csv", "images")
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class FixationInputError(ValueError):
+class FixationInputError(BadInput, ValueError):
     """The fixation input as a whole cannot be read (one line naming the file and the reason)."""
 
 

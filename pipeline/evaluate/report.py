@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from models.metrics import FIXATION_METRICS, LOWER_IS_BETTER, METRICS
 from pipeline import __version__
+from pipeline.common.files import write_text_atomic
 
 PLOTS_DIR = "plots"
 
@@ -368,12 +368,6 @@ def plot_examples(dataset: dict[str, Any], rows: list[str], examples: list[dict[
 # --- writing -----------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_report(report: dict[str, Any], workspace: Path, examples: list[list[dict[str, Any]]]) -> WrittenReport:
     """report.json, the plots, then report.md (which links them)."""
     rows = report["settings"]["rows"]
@@ -393,9 +387,9 @@ def write_report(report: dict[str, Any], workspace: Path, examples: list[list[di
         plots[dataset["name"]] = dataset["plots"]
         written += [str(p) for p in paths]
     json_path = workspace / "report.json"
-    _write_atomic(json_path, json.dumps(report, indent=1, default=_json_default))
+    write_text_atomic(json_path, json.dumps(report, indent=1, default=_json_default))
     md_path = workspace / "report.md"
-    _write_atomic(md_path, render_markdown(report, plots))
+    write_text_atomic(md_path, render_markdown(report, plots))
     return WrittenReport(str(md_path), str(json_path), written)
 
 

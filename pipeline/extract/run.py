@@ -10,7 +10,6 @@ a half-done video at its first unwritten segment.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from pipeline.common.audio_features import (
     frame_audio_features,
     resample_to_16k,
 )
+from pipeline.common.files import sha256_file
 from pipeline.common.flow import FlowComputer, FlowConfig
 from pipeline.common.inputs import InputSet, discover
 from pipeline.common.progress import Progress
@@ -127,14 +127,6 @@ def stat_source(path: Path) -> SourceStat:
     return SourceStat(size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-def hash_file(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
     path = Path(record.path)
     try:
@@ -151,7 +143,7 @@ def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
         n_out = media.target_times(found, config.fps).size
         if n_out < config.min_frames:
             raise media.MediaError(f"only {n_out} frame(s) at the chosen rate (need at least {config.min_frames})")
-        stat = SourceStat(stat.size, stat.mtime_ns, hash_file(path))
+        stat = SourceStat(stat.size, stat.mtime_ns, sha256_file(path))
         return ProbeOutcome(record, found, stat)
     except media.MediaError as exc:
         return ProbeOutcome(record, error=str(exc))

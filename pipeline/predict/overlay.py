@@ -11,7 +11,6 @@ T − (time of the first stored frame).
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,6 +20,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from pipeline.common import media
+from pipeline.common.files import atomic_output
 
 TIME_BASE = Fraction(1, 90000)
 AAC_FRAME = 1024  # samples per AAC frame
@@ -68,8 +68,14 @@ def write_overlay(
         raise media.MediaError(f"{source}: decodes to {times.size} frames now, the predictions have {n_frames} "
                                "(the file changed since predict?)")  # fmt: skip
     lut = colormap_lut(colormap)
-    partial = out_path.with_name(out_path.name + ".partial")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_path) as partial:
+        _encode_overlay(partial, probe, times, fps, n_frames, read_saliency, lut, alpha, chunk)
+    return out_path
+
+
+def _encode_overlay(partial: Path, probe: media.MediaProbe, times: np.ndarray, fps: float | None, n_frames: int,
+                    read_saliency: Callable[[int, int], np.ndarray], lut: np.ndarray, alpha: float,
+                    chunk: int) -> None:  # fmt: skip
     container = av.open(str(partial), mode="w", format="mp4")
     try:
         video = container.add_stream("libx264", rate=_stream_rate(probe, fps))
@@ -91,8 +97,6 @@ def write_overlay(
             audio.copy()
     finally:
         container.close()
-    os.replace(partial, out_path)
-    return out_path
 
 
 def _stream_rate(probe: media.MediaProbe, fps: float | None) -> Fraction:

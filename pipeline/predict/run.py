@@ -29,13 +29,14 @@ from models.device import autocast, resolve_device
 from models.sta import PAPER_BLUR_SIGMA, STANet, postprocess_saliency
 from pipeline.common import media
 from pipeline.common.audio_features import AudioWindowConfig
+from pipeline.common.errors import BadInput
+from pipeline.common.files import sha256_file
 from pipeline.common.flow import FlowConfig
 from pipeline.common.inputs import discover
 from pipeline.common.progress import Progress
 from pipeline.common.scheduling import SchedulerConfig
 from pipeline.extract.run import ExtractConfig, run_extract
 from pipeline.predict.overlay import colormap_lut, write_overlay
-from pipeline.pseudolabel.classifier_loop import file_sha256
 from pipeline.train.augment import resize_flow, resize_frames
 from pipeline.train.checkpoints import checkpoint_dir, load_checkpoint
 from pipeline.train.config import TrainError
@@ -51,7 +52,7 @@ OVERLAYS = "overlays"
 MIN_CONTEXT_FRAMES = 3  # t−1, t, t+1
 
 
-class PredictError(Exception):
+class PredictError(BadInput):
     """predict cannot run at all (no checkpoint, an unreadable one, no inputs)."""
 
 
@@ -170,7 +171,7 @@ def run_predict(
     device = resolve_device(config.device)
     checkpoint = find_checkpoint(workspace, config.checkpoint)
     model, saved = load_model(checkpoint, device)
-    checkpoint_sha = file_sha256(checkpoint)
+    checkpoint_sha = sha256_file(checkpoint)
     store = pred_store.store_path(workspace)
     summary = PredictSummary(store=str(store), checkpoint=str(checkpoint))
     records = discover(videos, require_labels=False).records

@@ -8,9 +8,7 @@ resumes, and a finished checkpoint is reused as long as its fingerprint (setting
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.device import autocast
+from pipeline.common.files import save_torch_atomic, sha256_file
 from pipeline.common.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -57,20 +56,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def save_atomic(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-save never leaves a half-written checkpoint
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -182,7 +167,7 @@ def train_classifier(
         else:
             state["stale"] += 1
         # Saved before anything else can be interrupted: a rerun resumes after this epoch.
-        save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
+        save_torch_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
         report(
             f"{name}: epoch {state['epoch']} loss {loss.item():.3f} train acc {state['train_acc']:.3f} "
             f"val acc {val_acc:.3f}"
@@ -192,7 +177,7 @@ def train_classifier(
             break
     state["finished"] = True
     model.load_state_dict(state["best_state"])
-    save_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
+    save_torch_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
     return _result(name, state, checkpoint, reused=False)
 
 
@@ -220,6 +205,6 @@ def _result(name: str, state: dict[str, Any], checkpoint: Path, reused: bool) ->
         epochs=int(state["epoch"]),
         steps=int(state["steps"]),
         checkpoint=str(checkpoint),
-        sha256=file_sha256(checkpoint),
+        sha256=sha256_file(checkpoint),
         reused=reused,
     )

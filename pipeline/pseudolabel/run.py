@@ -28,8 +28,9 @@ import torch
 
 from models.device import resolve_device, set_cpu_threads
 from models.selection import scale_boxes
+from pipeline.common.errors import BadInput
+from pipeline.common.files import sha256_file
 from pipeline.common.progress import Progress
-from pipeline.extract.run import hash_file
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.pseudolabel.event_audio import load_vggsound_scorer, video_event_probabilities
 from pipeline.pseudolabel.maps import SCAMModels, coarse_pass, fine_pass, smoothing_pass
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PseudolabelConfig", "PseudolabelError", "PseudolabelSummary", "run_pseudolabel"]
 
 
-class PseudolabelError(Exception):
+class PseudolabelError(BadInput):
     """The stage cannot run at all (no usable features store, fewer than two classes, ...)."""
 
 
@@ -154,7 +155,7 @@ def _inputs_key(config: PseudolabelConfig) -> dict[str, str]:
         if path is not None:
             if not Path(path).is_file():
                 raise PseudolabelError(f"{name} file not found: {path}")
-            key[name] = hash_file(Path(path))
+            key[name] = sha256_file(Path(path))
     return key
 
 

@@ -22,7 +22,6 @@ change when only the number of videos changes.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -33,6 +32,8 @@ import av
 import numpy as np
 
 from pipeline import __version__
+from pipeline.common.errors import BadInput
+from pipeline.common.files import atomic_output, write_text_atomic
 from pipeline.common.progress import Progress
 from pipeline.synth.classes import MAX_CLASSES, ClassSpec, class_specs
 from pipeline.synth.render import Background, Track, draw_objects, smooth_path
@@ -54,7 +55,7 @@ CHUNK_FRAMES = 16  # frames rendered at once: bounded memory whatever the video'
 AUDIO_BLOCK = 1024  # samples per AAC frame
 
 
-class SynthError(Exception):
+class SynthError(BadInput):
     """The output folder cannot be used as asked; the message names it and says why."""
 
 
@@ -341,9 +342,7 @@ def _manifest(config: SynthConfig, plans: list[VideoPlan], status: str) -> dict[
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    partial = out / f".{MANIFEST_FILE}.partial"
-    partial.write_text(json.dumps(manifest, indent=2))
-    os.replace(partial, out / MANIFEST_FILE)
+    write_text_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2))
 
 
 def _settings_change(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -412,7 +411,6 @@ def generate(
     _write_manifest(out, _manifest(config, plans, "in_progress"))
     progress.start(len(plans))
     progress.add_frames(len(plans) * config.n_frames)
-    partial: Path | None = None
     try:
         for plan in plans:
             final = out / plan.relative_path
@@ -420,14 +418,12 @@ def generate(
                 summary.skipped += 1
                 progress.advance_frames(config.n_frames)
             else:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                partial = final.with_name(f".{final.name}.partial")  # not a video suffix: extract ignores it
                 try:
-                    write_video(plan, config, partial, progress)
+                    # The partial name has no video suffix: extract ignores it.
+                    with atomic_output(final) as partial:
+                        write_video(plan, config, partial, progress)
                 except (OSError, av.error.FFmpegError) as exc:
                     raise SynthError(f"{final}: cannot write ({exc})") from exc
-                os.replace(partial, final)
-                partial = None
                 summary.written += 1
                 summary.frames_written += config.n_frames
             progress.advance_video()
@@ -435,8 +431,6 @@ def generate(
         summary.interrupted = True
     finally:
         progress.close()
-        if partial is not None:
-            partial.unlink(missing_ok=True)
     if not summary.interrupted:
         write_truth(out / TRUTH_FILE, {p.video_id: _truth_of(p.sounding, p.audible) for p in plans})
         write_distractors(

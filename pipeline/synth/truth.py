@@ -10,11 +10,12 @@ written (0, 0 = centre of the top-left pixel).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.common.files import atomic_output
 
 TRUTH_FILE = "truth.csv"
 DISTRACTORS_FILE = "distractors.csv"
@@ -35,12 +36,10 @@ class TruthTrack:
 
 
 def _write_atomically(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_output(path) as partial, partial.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(partial, path)
 
 
 def write_truth(path: Path, tracks: dict[str, TruthTrack]) -> None:

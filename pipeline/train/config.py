@@ -8,10 +8,11 @@ from typing import Any
 
 from models.audio_encoder import AudioEncoderConfig
 from models.sta import LossWeights, STAConfig
+from pipeline.common.errors import BadInput
 from pipeline.train.augment import AugmentConfig
 
 
-class TrainError(Exception):
+class TrainError(BadInput):
     """Training cannot start: missing stores, nothing to train on, an incompatible checkpoint."""
 
 

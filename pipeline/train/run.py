@@ -40,9 +40,9 @@ from tqdm import tqdm
 from models import metrics
 from models.device import autocast
 from models.sta import STANet, sta_loss, weighted_nss
+from pipeline.common.files import save_torch_atomic
 from pipeline.common.progress import Progress
 from pipeline.common.settings_diff import jsonable
-from pipeline.pseudolabel.classifier_loop import save_atomic
 from pipeline.train.augment import augment_batch, draw_affine, resize_flow, resize_frames, resize_map
 from pipeline.train.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -288,7 +288,7 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng_states(),
             })  # fmt: skip
-        save_atomic(state, self.folder / name)
+        save_torch_atomic(state, self.folder / name)
         if name == "last.pt":
             self.saved_position = asdict(self.position)
 

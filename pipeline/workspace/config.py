@@ -25,12 +25,14 @@ import difflib
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import tomli_w
 
+from pipeline.common.errors import BadInput
+from pipeline.common.files import write_text_atomic
 from pipeline.common.scheduling import SchedulerConfig
 from pipeline.evaluate.config import EvaluateConfig
 from pipeline.extract.run import ExtractConfig
@@ -68,7 +70,7 @@ _HEADER = """\
 """
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput, ValueError):
     """The workspace configuration or an override cannot be used; the message names the key and why."""
 
 
@@ -401,10 +403,7 @@ def read_tables(path: Path) -> dict[str, Any]:
 
 def write_config(path: Path, config: WorkspaceConfig) -> None:
     """Every setting of every stage, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(_HEADER + tomli_w.dumps(config.table()), encoding="utf-8")
-    partial.replace(path)
+    write_text_atomic(path, _HEADER + tomli_w.dumps(config.table()))
 
 
 def load_config(workspace: str | Path, overrides: Overrides | None = None, cwd: Path | None = None) -> LoadedConfig:
@@ -444,9 +443,3 @@ def output_table(config: WorkspaceConfig, name: str) -> dict[str, Any]:
         table.pop(key, None)
     return table
 
-
-def with_run(config: WorkspaceConfig, **changes: Any) -> WorkspaceConfig:
-    """The configuration with [run] values changed (and evaluate's layout following [run])."""
-    run = replace(config.run, **changes)
-    evaluate = replace(config.evaluate, **{key: getattr(run, source) for key, source in EVALUATE_FROM_RUN.items()})
-    return replace(config, run=run, evaluate=evaluate)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from models.metrics import auc_judd, cc, center_bias, fixation_density, fixation_map, nss
+from pipeline.common.files import write_text_atomic
 from pipeline.common.progress import Progress
 from pipeline.predict.run import OVERLAYS
 from pipeline.synth.generate import SynthConfig, generate
@@ -261,7 +262,5 @@ def report_text(summary: DemoSummary) -> str:
 def write_report(workspace: Path, config: DemoConfig, summary: DemoSummary) -> None:
     text = "# avfix demo\n\n" + f"Settings: `{json.dumps(asdict(config))}`\n" + report_text(summary) + "\n"
     for name, content in ((REPORT_MD, text), (REPORT_JSON, json.dumps(summary.to_dict(), indent=2, default=str))):
-        partial = workspace / f".{name}.partial"
-        partial.write_text(content, encoding="utf-8")
-        partial.replace(workspace / name)
+        write_text_atomic(workspace / name, content)
 

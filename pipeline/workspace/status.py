@@ -28,11 +28,11 @@ from typing import Any, Callable
 
 import torch
 
+from pipeline.common.files import sha256_file
 from pipeline.common.inputs import InputError, discover
 from pipeline.common.settings_diff import jsonable, setting_changes
 from pipeline.extract.run import ExtractConfig, stat_source, video_fingerprint
 from pipeline.predict.run import OVERLAYS, PREDICT_FEATURES, PredictError, extract_config_for, find_checkpoint
-from pipeline.pseudolabel.classifier_loop import file_sha256
 from pipeline.pseudolabel.training import checkpoint_folder
 from pipeline.train.checkpoints import checkpoint_dir
 from pipeline.train.config import STATrainConfig
@@ -277,7 +277,7 @@ def _pseudolabel_changes(workspace: Path, attrs: dict[str, Any], config: Workspa
         path = folder / f"{name}.pt"
         if not path.is_file():
             return f"classifier checkpoint {path} is gone"
-        if file_sha256(path) != sha:
+        if sha256_file(path) != sha:
             return f"classifier checkpoint {path} changed since the maps were made"
     trained_on = set(attrs.get("train_videos", [])) | set(attrs.get("val_videos", []))
     # Videos it could not use (e.g. an unknown label) are failures, not new videos.
@@ -362,7 +362,7 @@ def predict_state(workspace: Path, config: WorkspaceConfig) -> StageState:
                                 extract_config, require_labels=False)  # fmt: skip
     if not features.videos:
         return StageState("predict", MISSING, features.reason, str(output))
-    checkpoint_sha = file_sha256(checkpoint)
+    checkpoint_sha = sha256_file(checkpoint)
     root = _open_store(output, pred_store.STORE_KIND) if output.exists() else None
     failures = zarr_io.failures_of(root) if root is not None else {}
     recorded = stage_records.failed_inputs(root) if root is not None else {}
@@ -408,7 +408,7 @@ def _folder_stamp(path: Path) -> list[Any]:
     """A file's content hash (a fixation CSV may be rewritten unchanged, as `avfix synth` does), or the
     names, sizes and times of every file under a folder (a fixation release holds thousands)."""
     if path.is_file():
-        return [[path.name, file_sha256(path)]]
+        return [[path.name, sha256_file(path)]]
     found = []
     for folder, _, files in sorted(os.walk(path)):
         for name in sorted(files):
@@ -473,7 +473,7 @@ def evaluate_state(workspace: Path, config: WorkspaceConfig) -> StageState:
     record = read_run_records(workspace).get("evaluate")
     if record is None:
         return StageState("evaluate", STALE, "the report was not made by `avfix run` (no record of its inputs)", str(report))
-    if record.get("sha256") != file_sha256(report):
+    if record.get("sha256") != sha256_file(report):
         return StageState("evaluate", STALE, "the report was rewritten since `avfix run` made it", str(report))
     if record.get("stamp") != evaluate_stamp(workspace, config):
         changed = changes(record.get("config", {}), output_table(config, "evaluate"))
