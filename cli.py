@@ -1,31 +1,104 @@
-"""avfix command line: parse options, call pipeline/, print results. No logic lives here."""
+"""avfix command line: parse options, call pipeline/, print results. No logic lives here.
+
+Every stage command reads the workspace's configuration (WS/avfix.toml, else the preset's defaults) and
+overrides it with the options given: an option left out is "not given" and the configuration decides,
+so `avfix evaluate ...` and `avfix run`'s [evaluate] can never disagree. Bad input is one line (exit
+code 1; a bad option value: 2); an unexpected exception is a bug and prints its traceback (exit 70).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from pipeline import __version__
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.version_option(__version__, prog_name="avfix")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
-    """avfix: pseudo human-fixation maps from category-tagged videos, and an audio-visual
-    saliency network trained on them."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+BUG_EXIT_CODE = 70  # as pipeline.common.errors (not imported here: `avfix --help` stays light)
 
 
-def _finish(summary: Any, as_json: bool) -> None:
-    """Print a stage's summary (text or JSON) and exit 130 when interrupted, 1 when anything failed."""
-    _emit_summary(summary.to_dict(), as_json, summary.line())
+class AvfixGroup(click.Group):
+    """Turns input problems into one line and bugs into a traceback with their own exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted into bad input and bugs right here
+            from pipeline.common.errors import PROBLEMS
+            from pipeline.workspace.dag import OptionError
+
+            if isinstance(exc, OptionError):
+                raise _usage_line(str(exc)) from exc
+            if isinstance(exc, PROBLEMS):
+                raise click.ClickException(str(exc)) from exc
+            traceback.print_exc()
+            click.echo(f"avfix: internal error ({type(exc).__name__}): this is a bug, not a problem with your input; "
+                       "please report it with the traceback above", err=True)  # fmt: skip
+            ctx.exit(BUG_EXIT_CODE)
+
+
+def _usage_line(message: str) -> click.ClickException:
+    """A bad option value: one line (no usage block), exit code 2 as for any usage error."""
+    error = click.ClickException(message)
+    error.exit_code = 2
+    return error
+
+
+class SettingOption(click.Option):
+    """An option that sets one key of the workspace configuration; not given (None) leaves it to the
+    configuration. `convert` maps the option's value to the setting's; `also` sets further keys (unless
+    an option gave them)."""
+
+    def __init__(self, *args: Any, key: str, convert: Callable[[Any], Any] | None = None,
+                 also: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+        kwargs.setdefault("default", None)
+        super().__init__(*args, **kwargs)
+        self.key, self.convert, self.also = key, convert, also or {}
+
+
+def setting(*declarations: str, key: str, **kwargs: Any) -> Callable:
+    return click.option(*declarations, cls=SettingOption, key=key, **kwargs)
+
+
+def _given_settings(ctx: click.Context) -> tuple[tuple[str, Any], ...]:
+    given: dict[str, Any] = {}
+    also: dict[str, Any] = {}
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name) if isinstance(param, SettingOption) else None
+        if value is None or value == () or (value is False and param.is_flag and not param.secondary_opts):
+            continue
+        given[param.key] = param.convert(value) if param.convert else value
+        also.update(param.also)
+    return tuple({**also, **given}.items())
+
+
+def _workspace_overrides(ctx: click.Context, stage: str, preset: str | None = None, **inputs: Any) -> Any:
+    from pipeline.workspace.config import Overrides
+
+    return Overrides(preset=preset, preset_sections=(stage,), values=_given_settings(ctx), **inputs)
+
+
+def _run_stage(ctx: click.Context, stage: str, workspace: Path, quiet: bool, as_json: bool, forced: bool = False,
+               preset: str | None = None, **inputs: Any) -> None:  # fmt: skip
+    from pipeline.workspace.dag import run_stage
+
+    overrides = _workspace_overrides(ctx, stage, preset, **inputs)
+    summary = run_stage(stage, workspace, overrides, progress=not quiet, forced=forced,
+                        echo=lambda text: click.echo(text, err=True))  # fmt: skip
+    if getattr(summary, "rank", 0) == 0:
+        _emit_summary(summary.to_dict(), as_json, summary.line())
+    _exit_code(summary)
+
+
+def _exit_code(summary: Any) -> None:
+    """Exit 130 when interrupted, 1 when anything failed."""
     if summary.interrupted:
         sys.exit(130)
     if not summary.ok:
@@ -39,59 +112,106 @@ def _emit_summary(summary: dict, as_json: bool, text: str) -> None:
         click.echo(text)
 
 
+class _Registered(click.Choice):
+    """Choices read from the stage registry or the preset table when first needed (importing them at
+    start-up would load torch for `avfix --help`)."""
+
+    def __init__(self, source: Callable[[], tuple[str, ...]]) -> None:
+        self._source = source
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self._source()
+
+
+def _stage_names() -> tuple[str, ...]:
+    from pipeline.workspace.registry import NAMES
+
+    return NAMES
+
+
+def _preset_names() -> tuple[str, ...]:
+    from pipeline.workspace.presets import PRESET_NAMES
+
+    return PRESET_NAMES
+
+
+def _preset_option(what: str) -> Callable:
+    return click.option("--preset", type=_Registered(_preset_names), default=None,
+                        help=f"Reset this stage's settings to a preset's: paper ({what}) or cpu (small sizes, tiny "
+                             "networks).  [default: the workspace's; a new workspace: paper]")  # fmt: skip
+
+
+def _common(function: Callable) -> Callable:
+    """--workspace, --quiet and --json, shared by the stage commands."""
+    for option in reversed((
+        click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    )):  # fmt: skip
+        function = option(function)
+    return function
+
+
+def _decoding(function: Callable) -> Callable:
+    """-j, --threads/--processes and --scheduler: where extract and predict decode videos."""
+    for option in reversed((
+        click.option("-j", "--workers", type=int, default=None,
+                     help="Local dask workers; each keeps about two cores busy.  [default: [run] workers, 1]"),
+        setting("--threads/--processes", key="run.threads",
+                help="Local workers are threads of this process, or processes.  [default: threads]"),
+        setting("--scheduler", key="run.scheduler", help="Address of a running dask.distributed scheduler."),
+    )):  # fmt: skip
+        function = option(function)
+    return function
+
+
+@click.group(cls=AvfixGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="avfix")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """avfix: pseudo human-fixation maps from category-tagged videos, and an audio-visual
+    saliency network trained on them.
+
+    Every stage command takes its settings from WS/avfix.toml (else the preset's defaults); the
+    options it is given override them for that run.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
 # --- extract -----------------------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("videos", type=click.Path(path_type=Path))
-@click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
-@click.option("--fps", type=float, default=None, help="Frame rate to store (by timestamps). Default: native.")
-@click.option("--size", type=int, default=356, help="Side of the stored square frames (SPEC §1.2).")
-@click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio: the shorter side becomes --size.")
-@click.option("--flow", type=click.Choice(["dis", "none"]), default="dis", help="Optical flow method.")
-@click.option("--flow-scale", type=float, default=0.5, help="Flow grid size as a fraction of the frame size.")
-@click.option("--flow-preset", type=click.Choice(["ultrafast", "fast", "medium"]), default="ultrafast")
-@click.option("--audio-window", type=float, default=0.5, help="Audio window per frame, seconds (SPEC §1.3).")
-@click.option("--segment-frames", type=int, default=512, help="Frames per task (long videos are split).")
-@click.option("-j", "--workers", type=int, default=1, help="Local dask workers; each keeps about two cores busy.")
-@click.option("--threads/--processes", default=True, help="Local workers are threads of this process, or processes.")
-@click.option("--scheduler", default=None, help="Address of a running dask.distributed scheduler.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def extract(
-    videos: Path, workspace: Path, fps: float | None, size: int, keep_aspect: bool, flow: str,
-    flow_scale: float, flow_preset: str, audio_window: float, segment_frames: int, workers: int,
-    threads: bool, scheduler: str | None, quiet: bool, as_json: bool,
-) -> None:  # fmt: skip
+@_common
+@_preset_option("356 px frames")
+@setting("--fps", key="extract.fps", type=float, help="Frame rate to store (by timestamps).  [default: native]")
+@setting("--size", key="extract.size", type=int, help="Side of the stored square frames (SPEC §1.2: 356).")
+@setting("--keep-aspect", key="extract.keep_aspect", is_flag=True,
+         help="Keep the aspect ratio: the shorter side becomes --size.")
+@setting("--flow", key="extract.flow.method", type=click.Choice(["dis", "none"]), help="Optical flow method.  [default: dis]")
+@setting("--flow-scale", key="extract.flow.scale", type=float,
+         help="Flow grid size as a fraction of the frame size.  [default: 0.5]")
+@setting("--flow-preset", key="extract.flow.preset", type=click.Choice(["ultrafast", "fast", "medium"]),
+         help="[default: ultrafast]")
+@setting("--audio-window", key="extract.audio.seconds", type=float,
+         help="Audio window per frame, seconds (SPEC §1.3: 0.5).")
+@setting("--segment-frames", key="extract.segment_frames", type=int,
+         help="Frames per task (long videos are split).  [default: 512]")
+@_decoding
+def extract(videos: Path, workspace: Path, preset: str | None, workers: int | None, quiet: bool, as_json: bool,
+            **_: Any) -> None:  # fmt: skip
     """Decode VIDEOS (a <class>/<video> folder or a path,label CSV) into WS/features.zarr:
     frames, optical flow and per-frame audio spectrogram windows.
 
     Example: avfix extract AVE/ --workspace ws --fps 10 -j 2
     """
-    from pipeline.common.audio_features import AudioWindowConfig
-    from pipeline.common.flow import FlowConfig
-    from pipeline.common.inputs import InputError
-    from pipeline.common.progress import Progress
-    from pipeline.common.scheduling import SchedulerConfig
-    from pipeline.extract.run import ExtractConfig, run_extract
+    _run_stage(click.get_current_context(), "extract", workspace, quiet, as_json, preset=preset, videos=videos,
+               workers=workers)  # fmt: skip
 
-    try:
-        config = ExtractConfig(
-            fps=fps, size=size, keep_aspect=keep_aspect,
-            flow=FlowConfig(method=flow, scale=flow_scale, preset=flow_preset),
-            audio=AudioWindowConfig(seconds=audio_window), segment_frames=segment_frames,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    progress = Progress(enabled=not quiet)
-    try:
-        summary = run_extract(
-            videos, workspace, config, SchedulerConfig(workers, scheduler, threads), progress,
-            on_failure=lambda path, reason: progress.message(f"FAILED {path}: {reason}"),
-        )  # fmt: skip
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _finish(summary, as_json)
 
 # --- synth -------------------------------------------------------------------------------------
 
@@ -120,7 +240,7 @@ def synth(
     Example: avfix synth demo_set --classes 4 --videos-per-class 6 --seconds 4
     """
     from pipeline.common.progress import Progress
-    from pipeline.synth.generate import SynthConfig, SynthError, generate
+    from pipeline.synth.generate import SynthConfig, generate
 
     try:
         config = SynthConfig(
@@ -128,13 +248,8 @@ def synth(
             height=height, distractors=distractors, silent_fraction=silent_fraction, seed=seed,
         )  # fmt: skip
     except ValueError as exc:
-        error = click.ClickException(str(exc))  # one line, no usage block
-        error.exit_code = 2
-        raise error from exc
-    try:
-        summary = generate(out, config, Progress(enabled=not quiet), overwrite=overwrite)
-    except SynthError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise _usage_line(str(exc)) from exc
+    summary = generate(out, config, Progress(enabled=not quiet), overwrite=overwrite)
     _emit_summary(summary.to_dict(), as_json, summary.line())
     if summary.interrupted:
         sys.exit(130)
@@ -144,105 +259,80 @@ def synth(
 
 
 @main.command()
-@click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
-@click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper",
-              help="paper: SPEC sizes on the packaged EfficientNet-Lite0; cpu: a tiny network at small sizes.")
-@click.option("--backbone", default=None, help="efficientnet_lite0, resnet18, resnet50, resnext101_32x8d, tiny.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Local backbone weights file.")
-@click.option("--random-init", is_flag=True, default=None, help="Train the backbone from scratch.")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@click.option("--threads", type=int, default=None, help="Torch CPU threads (0: torch's choice).  [default: 1]")
-@click.option("--epochs", type=int, default=None, help="Epochs per classifier (early stop on validation).")
-@click.option("--steps", type=int, default=None, help="Cap on training steps per classifier.")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None)
-@click.option("--coarse-size", type=int, default=None, help="Coarse classifier input (SPEC: 256).")
-@click.option("--fine-size", type=int, default=None, help="Fine classifier input (SPEC: 356).")
-@click.option("--map-size", type=int, default=None, help="Size of the stored maps (SPEC: 356).")
-@click.option("--smoothing", type=click.Choice(["flow", "plain", "none"]), default=None,
-              help="flow: warp neighbours along the optical flow (default); plain: the paper's average.")
-@click.option("--no-fine", is_flag=True, help="Pseudo-GT from the coarse CAMs alone.")
-@click.option("--event-threshold", type=float, default=None, help="P(event audio) that makes a frame event-related.")
-@click.option("--vggsound", type=click.Path(path_type=Path), default=None, help="VGGSound checkpoint (SPEC §1.4).")
-@click.option("--vggsound-classes", type=click.Path(path_type=Path), default=None, help="Its class names (stat.csv).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def pseudolabel(workspace: Path, preset: str, quiet: bool, as_json: bool, **options: object) -> None:
+@_common
+@_preset_option("SPEC sizes on the packaged EfficientNet-Lite0")
+@setting("--backbone", key="pseudolabel.backbone",
+         help="efficientnet_lite0, resnet18, resnet50, resnext101_32x8d, tiny.")
+@setting("--weights", key="pseudolabel.weights", type=click.Path(path_type=Path), also={"pseudolabel.random_init": False},
+         help="Local backbone weights file.")
+@setting("--random-init", key="pseudolabel.random_init", is_flag=True, help="Train the backbone from scratch.")
+@setting("--device", key="pseudolabel.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@setting("--threads", key="pseudolabel.threads", type=int, help="Torch CPU threads (0: torch's choice).  [default: 1]")
+@setting("--epochs", key="pseudolabel.train.epochs", type=int, help="Epochs per classifier (early stop on validation).")
+@setting("--steps", key="pseudolabel.train.max_steps", type=int, help="Cap on training steps per classifier.")
+@setting("--batch-size", key="pseudolabel.train.batch_size", type=int)
+@setting("--lr", key="pseudolabel.train.lr", type=float)
+@setting("--optimizer", key="pseudolabel.train.optimizer", type=click.Choice(["sgd", "adam"]))
+@setting("--coarse-size", key="pseudolabel.coarse_size", type=int, help="Coarse classifier input (SPEC: 256).")
+@setting("--fine-size", key="pseudolabel.fine_size", type=int, help="Fine classifier input (SPEC: 356).")
+@setting("--map-size", key="pseudolabel.map_size", type=int, help="Size of the stored maps (SPEC: 356).")
+@setting("--smoothing", key="pseudolabel.smoothing", type=click.Choice(["flow", "plain", "none"]),
+         help="flow: warp neighbours along the optical flow (default); plain: the paper's average.")
+@setting("--no-fine", key="pseudolabel.fine_stage", is_flag=True, convert=lambda flag: not flag,
+         help="Pseudo-GT from the coarse CAMs alone.")
+@setting("--event-threshold", key="pseudolabel.event_threshold", type=float,
+         help="P(event audio) that makes a frame event-related.")
+@setting("--vggsound", key="pseudolabel.vggsound", type=click.Path(path_type=Path), help="VGGSound checkpoint (SPEC §1.4).")
+@setting("--vggsound-classes", key="pseudolabel.vggsound_classes", type=click.Path(path_type=Path),
+         help="Its class names (stat.csv).")
+def pseudolabel(workspace: Path, preset: str | None, quiet: bool, as_json: bool, **_: Any) -> None:
     """Learn S/ST/SA classifiers from the tags in WS/features.zarr and write pseudo fixation maps
     (SPEC §1.4-3) to WS/pseudo.zarr. Trained classifiers and finished videos are reused on a rerun.
 
     Example: avfix pseudolabel --workspace ws --preset cpu
     """
-    from pipeline.common.progress import Progress
-    from pipeline.pseudolabel.options import pseudolabel_config
-    from pipeline.pseudolabel.run import PseudolabelError, run_pseudolabel
-
-    try:
-        config = pseudolabel_config(preset, options)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    progress = Progress(enabled=not quiet)
-    try:
-        summary = run_pseudolabel(workspace, config, progress)
-    except (PseudolabelError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    _finish(summary, as_json)
+    _run_stage(click.get_current_context(), "pseudolabel", workspace, quiet, as_json, preset=preset)
 
 
 # --- train -------------------------------------------------------------------------------------
 
+_BATCHNORM = {"auto": None, "frozen": True, "train": False}
+
 
 @main.command()
-@click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
-@click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper",
-              help="paper: SPEC §4 on the packaged EfficientNet-Lite0; cpu: a tiny network at 64 px.")
-@click.option("--backbone", default=None, help="efficientnet_lite0, resnet18, resnet50, resnext101_32x8d, tiny.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Local backbone weights file.")
-@click.option("--random-init", is_flag=True, default=None, help="Train the backbone from scratch.")
-@click.option("--audio-weights", type=click.Path(path_type=Path), default=None, help="VGGSound checkpoint.")
-@click.option("--input-size", type=int, default=None, help="Network input side (SPEC: 356).")
-@click.option("--epochs", type=int, default=None, help="Epochs (rerun with more to extend a finished run).")
-@click.option("--max-steps", type=int, default=None, help="Stop after this many steps in all.")
-@click.option("--batch-size", type=int, default=None, help="Samples per step and process.")
-@click.option("--lr", type=float, default=None)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=None)
-@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default=None)
-@click.option("--kl-weight", type=float, default=None, help="Weight of the KL term (SPEC §9); 0 = BCE only.")
-@click.option("--use-flow", is_flag=True, default=None, help="Feed the stored optical flow of frame t too.")
-@click.option("--batchnorm", type=click.Choice(["auto", "frozen", "train"]), default=None,
-              help="BatchNorm statistics: auto freezes those of pretrained parts.  [default: auto]")
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@click.option("-j", "--workers", "num_workers", type=int, default=None,
-              help="Reader threads (0: read between steps).  [default: 2; cpu preset: 0]")
-@click.option("--worker-processes", is_flag=True, default=None, help="Read with DataLoader worker processes instead.")
-@click.option("--seed", type=int, default=None)
+@_common
+@_preset_option("SPEC §4 on the packaged EfficientNet-Lite0")
+@setting("--backbone", key="train.backbone", help="efficientnet_lite0, resnet18, resnet50, resnext101_32x8d, tiny.")
+@setting("--weights", key="train.weights", type=click.Path(path_type=Path), also={"train.random_init": False},
+         help="Local backbone weights file.")
+@setting("--random-init", key="train.random_init", is_flag=True, help="Train the backbone from scratch.")
+@setting("--audio-weights", key="train.audio_weights", type=click.Path(path_type=Path), help="VGGSound checkpoint.")
+@setting("--input-size", key="train.input_size", type=int, help="Network input side (SPEC: 356).")
+@setting("--epochs", key="train.epochs", type=int, help="Epochs (rerun with more to extend a finished run).")
+@setting("--max-steps", key="train.max_steps", type=int, help="Stop after this many steps in all.")
+@setting("--batch-size", key="train.batch_size", type=int, help="Samples per step and process.")
+@setting("--lr", key="train.lr", type=float)
+@setting("--optimizer", key="train.optimizer", type=click.Choice(["sgd", "adam", "adamw"]))
+@setting("--schedule", key="train.schedule", type=click.Choice(["constant", "cosine"]))
+@setting("--kl-weight", key="train.loss.kl", type=float, help="Weight of the KL term (SPEC §9); 0 = BCE only.")
+@setting("--use-flow", key="train.model.use_flow", is_flag=True, help="Feed the stored optical flow of frame t too.")
+@setting("--batchnorm", key="train.freeze_batchnorm", type=click.Choice(list(_BATCHNORM)), convert=_BATCHNORM.get,
+         help="BatchNorm statistics: auto freezes those of pretrained parts.  [default: auto]")
+@setting("--device", key="train.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@setting("-j", "--workers", "num_workers", key="train.num_workers", type=int,
+         help="Reader threads (0: read between steps).  [default: 2; cpu preset: 0]")
+@setting("--worker-processes", key="train.worker_processes", is_flag=True,
+         help="Read with DataLoader worker processes instead.")
+@setting("--seed", key="train.seed", type=int)
 @click.option("--restart", is_flag=True, help="Discard existing checkpoints and train anew.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def train(workspace: Path, preset: str, restart: bool, quiet: bool, as_json: bool, **options: object) -> None:
+def train(workspace: Path, preset: str | None, restart: bool, quiet: bool, as_json: bool, **_: Any) -> None:
     """Train the STA saliency network on WS/features.zarr + WS/pseudo.zarr into WS/checkpoints/sta/
     (last.pt, best.pt, metrics.jsonl). A rerun resumes exactly where it stopped.
     Several GPUs: torchrun --nproc-per-node G -m cli train --workspace WS ...
 
     Example: avfix train --workspace ws --preset cpu --epochs 5
     """
-    from pipeline.train.config import TrainError, train_config
-    from pipeline.train.run import TrainProgress, run_train
-
-    try:
-        config = train_config(preset, options)
-    except (TypeError, ValueError) as exc:
-        raise click.BadParameter(str(exc)) from exc
-    try:
-        summary = run_train(workspace, config, TrainProgress(enabled=not quiet),
-                            report=lambda text: click.echo(text, err=True), restart=restart)  # fmt: skip
-    except (TrainError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    if summary.rank == 0:
-        _emit_summary(summary.to_dict(), as_json, summary.line())
-    if summary.interrupted:
-        sys.exit(130)
+    _run_stage(click.get_current_context(), "train", workspace, quiet, as_json, forced=restart, preset=preset)
 
 
 # --- predict -----------------------------------------------------------------------------------
@@ -250,57 +340,31 @@ def train(workspace: Path, preset: str, restart: bool, quiet: bool, as_json: boo
 
 @main.command()
 @click.argument("videos", type=click.Path(path_type=Path))
-@click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="STA checkpoint.  [default: WS/checkpoints/sta/best.pt, else last.pt]")
-@click.option("--overlay", is_flag=True, help="Also write WS/overlays/<video>.mp4: heat map over video, with audio.")
-@click.option("--alpha", type=float, default=0.5, help="Overlay opacity at the most salient pixels.")
-@click.option("--colormap", default="jet", help="Overlay colour map (any matplotlib name).")
-@click.option("--batch-size", type=int, default=16, help="Frames per network batch.")
-@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-@click.option("-j", "--workers", type=int, default=1,
-              help="Local dask workers for decoding; each keeps about two cores busy.")
-@click.option("--threads/--processes", default=True, help="Local workers are threads of this process, or processes.")
-@click.option("--scheduler", default=None, help="Address of a running dask.distributed scheduler.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def predict(
-    videos: Path, workspace: Path, checkpoint: Path | None, overlay: bool, alpha: float, colormap: str,
-    batch_size: int, device: str, workers: int, threads: bool, scheduler: str | None, quiet: bool, as_json: bool,
-) -> None:  # fmt: skip
+@_common
+@setting("--checkpoint", key="predict.checkpoint", type=click.Path(path_type=Path),
+         help="STA checkpoint.  [default: WS/checkpoints/sta/best.pt, else last.pt]")
+@setting("--overlay", key="predict.overlay", is_flag=True,
+         help="Also write WS/overlays/<video>.mp4: heat map over video, with audio.")
+@setting("--alpha", key="predict.overlay_alpha", type=float, help="Overlay opacity at the most salient pixels.  [default: 0.5]")
+@setting("--colormap", key="predict.colormap", help="Overlay colour map (any matplotlib name).  [default: jet]")
+@setting("--batch-size", key="predict.batch_size", type=int, help="Frames per network batch.  [default: 16]")
+@setting("--device", key="predict.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@_decoding
+def predict(videos: Path, workspace: Path, workers: int | None, quiet: bool, as_json: bool, **_: Any) -> None:
     """Saliency maps for VIDEOS (a video file, a folder, <class>/<video> folders or a CSV manifest;
     no tags needed) into WS/predictions.zarr, at each video's own size.
 
     Example: avfix predict clips/ --workspace ws --overlay
     """
-    from pipeline.common.inputs import InputError
-    from pipeline.common.progress import Progress
-    from pipeline.common.scheduling import SchedulerConfig
-    from pipeline.predict.run import PredictConfig, PredictError, run_predict
-
-    try:
-        config = PredictConfig(checkpoint=None if checkpoint is None else str(checkpoint), batch_size=batch_size,
-                               device=device, overlay=overlay, overlay_alpha=alpha, colormap=colormap)  # fmt: skip
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    progress = Progress(enabled=not quiet)
-    try:
-        summary = run_predict(
-            videos, workspace, config, SchedulerConfig(workers, scheduler, threads), progress,
-            on_failure=lambda path, reason: progress.message(f"FAILED {path}: {reason}"),
-        )  # fmt: skip
-    except (PredictError, InputError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    _finish(summary, as_json)
+    _run_stage(click.get_current_context(), "predict", workspace, quiet, as_json, predict_videos=videos,
+               workers=workers)  # fmt: skip
 
 
 # --- evaluate ----------------------------------------------------------------------------------
 
 
-def _frame_size(text: str | None) -> tuple[int, int] | None:
+def _frame_size(text: str) -> tuple[int, int]:
     """'WxH' -> (H, W)."""
-    if text is None:
-        return None
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError as exc:
@@ -313,89 +377,59 @@ def _frame_size(text: str | None) -> tuple[int, int] | None:
 @main.command()
 @click.argument("fixations", type=click.Path(path_type=Path))
 @click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Where the report goes.")
-@click.option("--maps", "maps", multiple=True, type=click.Path(path_type=Path),
-              help="A predictions.zarr or a folder of map images; repeat for more rows.  "
-                   "[default: WS/predictions.zarr when it exists (video layouts)]")
-@click.option("--layout", type=click.Choice(["auto", "stavis", "csv", "images"]), default="auto",
-              help="Fixation layout: STAViS release folder, video,frame,x,y CSV, or images + image,observer,x,y CSV.")
-@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["center", "cam", "center-cam", "none"]),
-              help="Reference rows; repeat for more (cam, center-cam: images layout).  [default: center]")
-@click.option("--dataset", "datasets", multiple=True, help="STAViS: evaluate only this data set (repeatable).")
-@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="Images folder of the images layout.  [default: stimuli/ beside the CSV]")
-@click.option("--shuffle", type=click.Choice(["auto", "same-video", "other-images", "random-10"]), default="auto",
-              help="Shuffled-AUC negatives; auto: same-video for videos, other-images for images.")
-@click.option("--sigma", type=float, default=0.03, help="σ of the fixation density (CSV and images layouts).")
-@click.option("--sigma-unit", type=click.Choice(["frac", "px", "deg"]), default="frac",
-              help="frac: of the frame's longer side; deg needs --ppd.")
-@click.option("--ppd", type=float, default=None, help="Display pixels per degree (for --sigma-unit deg).")
-@click.option("--frame-size", default=None, help="WxH of CSV videos that no map gives a size for.")
-@click.option("--origin", type=click.Choice(["auto", "corner", "center"]), default="auto",
-              help="(0, 0) of CSV coordinates: the top-left pixel's corner or centre; auto: center for the csv "
-                   "layout (avfix synth), corner for images.")
-@click.option("--post-sigma", type=float, default=2.0, help="σ of STAViS's postprocessMap blur (0: none).")
-@click.option("--shuffle-splits", type=int, default=100, help="Random splits of the shuffled AUC.")
-@click.option("--center-sigma", type=float, default=0.25, help="Centre-bias σ as a fraction of width and height.")
-@click.option("--cam-input", type=int, default=224, help="CAM baseline: classifier input side.")
-@click.option("--cam-top-k", type=int, default=5, help="CAM baseline: probability-weighted top-k classes (1: top-1).")
-@click.option("--examples", type=int, default=4, help="Example items drawn per data set.")
-@click.option("--batch-pixels", type=int, default=1 << 21, help="Ground-truth pixels scored per batch (memory).")
-@click.option("--seed", type=int, default=0, help="Seed of the AUC-Judd jitter and the shuffled-AUC draws.")
-@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-@click.option("--threads", type=int, default=1, help="Torch CPU threads (0: torch's choice; see README).")
+@setting("--maps", "maps", key="evaluate.maps", multiple=True, type=click.Path(path_type=Path),
+         help="A predictions.zarr or a folder of map images; repeat for more rows.  "
+              "[default: WS/predictions.zarr when it exists (video layouts)]")
+@click.option("--layout", type=click.Choice(["auto", "stavis", "csv", "images"]), default=None,
+              help="Fixation layout: STAViS release folder, video,frame,x,y CSV, or images + image,observer,x,y CSV.  "
+                   "[default: [run] fixations_layout, auto]")
+@setting("--baseline", "baselines", key="evaluate.baselines", multiple=True,
+         type=click.Choice(["center", "cam", "center-cam", "none"]), convert=lambda chosen: tuple(b for b in chosen if b != "none"),
+         help="Reference rows; repeat for more (cam, center-cam: images layout).  [default: center]")
+@setting("--dataset", "datasets", key="evaluate.datasets", multiple=True, help="STAViS: evaluate only this data set (repeatable).")
+@setting("--images", "images_dir", key="evaluate.images_dir", type=click.Path(path_type=Path),
+         help="Images folder of the images layout.  [default: stimuli/ beside the CSV]")
+@setting("--shuffle", key="evaluate.shuffle", type=click.Choice(["auto", "same-video", "other-images", "random-10"]),
+         help="Shuffled-AUC negatives; auto: same-video for videos, other-images for images.")
+@setting("--sigma", key="evaluate.density.sigma", type=float, help="σ of the fixation density (CSV and images layouts).  [default: 0.03]")
+@setting("--sigma-unit", key="evaluate.density.unit", type=click.Choice(["frac", "px", "deg"]),
+         help="frac: of the frame's longer side; deg needs --ppd.  [default: frac]")
+@setting("--ppd", key="evaluate.density.pixels_per_degree", type=float, help="Display pixels per degree (for --sigma-unit deg).")
+@setting("--frame-size", key="evaluate.frame_size", convert=_frame_size, help="WxH of CSV videos that no map gives a size for.")
+@setting("--origin", key="evaluate.origin", type=click.Choice(["auto", "corner", "center"]),
+         help="(0, 0) of CSV coordinates: the top-left pixel's corner or centre; auto: center for the csv "
+              "layout (avfix synth), corner for images.")
+@setting("--post-sigma", key="evaluate.post_sigma", type=float, help="σ of STAViS's postprocessMap blur (0: none).  [default: 2]")
+@setting("--shuffle-splits", key="evaluate.shuffle_splits", type=int, help="Random splits of the shuffled AUC.  [default: 100]")
+@setting("--center-sigma", key="evaluate.baseline.center_sigma", type=float,
+         help="Centre-bias σ as a fraction of width and height.  [default: 0.25]")
+@setting("--cam-input", key="evaluate.baseline.cam_input", type=int, help="CAM baseline: classifier input side.  [default: 224]")
+@setting("--cam-top-k", key="evaluate.baseline.cam_top_k", type=int,
+         help="CAM baseline: probability-weighted top-k classes (1: top-1).  [default: 5]")
+@setting("--examples", key="evaluate.examples", type=int, help="Example items drawn per data set.  [default: 4]")
+@setting("--batch-pixels", key="evaluate.batch_pixels", type=int, help="Ground-truth pixels scored per batch (memory).")
+@setting("--seed", key="evaluate.seed", type=int, help="Seed of the AUC-Judd jitter and the shuffled-AUC draws.  [default: 0]")
+@setting("--device", key="evaluate.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
+@setting("--threads", key="evaluate.threads", type=int, help="Torch CPU threads (0: torch's choice; see README).  [default: 1]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def evaluate(
-    fixations: Path, workspace: Path, maps: tuple[Path, ...], layout: str, baselines: tuple[str, ...],
-    datasets: tuple[str, ...], images_dir: Path | None, shuffle: str, sigma: float, sigma_unit: str,
-    ppd: float | None, frame_size: str | None, origin: str, post_sigma: float, shuffle_splits: int, center_sigma: float,
-    cam_input: int, cam_top_k: int, examples: int, batch_pixels: int, seed: int, device: str, threads: int,
-    quiet: bool, as_json: bool,
-) -> None:  # fmt: skip
+def evaluate(fixations: Path, workspace: Path, layout: str | None, quiet: bool, as_json: bool, **_: Any) -> None:
     """Score saliency maps against human FIXATIONS with CC, NSS, AUC-Judd, shuffled AUC, SIM and KLD
     (SPEC §5); write WS/report.md, WS/report.json and WS/plots/.
 
     Example: avfix evaluate /data/scene-fixations --workspace ws --baseline center --baseline cam --baseline center-cam
     """
-    from pipeline.common.progress import Progress
-    from pipeline.evaluate.baselines import BaselineConfig
-    from pipeline.evaluate.config import DensityConfig, EvaluateConfig, EvaluateError
-    from pipeline.evaluate.fixations import FixationInputError
-    from pipeline.evaluate.run import run_evaluate
-
-    chosen = ("center",) if not baselines else tuple(b for b in baselines if b != "none")
-    try:
-        config = EvaluateConfig(
-            layout=layout, maps=maps, baselines=chosen, datasets=datasets, images_dir=images_dir, shuffle=shuffle,
-            density=DensityConfig(sigma, sigma_unit, ppd), frame_size=_frame_size(frame_size), origin=origin,
-            post_sigma=post_sigma,
-            shuffle_splits=shuffle_splits, seed=seed, device=device, batch_pixels=batch_pixels, examples=examples,
-            threads=threads,
-            baseline=BaselineConfig(center_sigma=center_sigma, cam_input=cam_input, cam_top_k=cam_top_k),
-        )  # fmt: skip
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    progress = Progress(enabled=not quiet)
-    try:
-        summary = run_evaluate(fixations, workspace, config, progress)
-    except (EvaluateError, FixationInputError, FileNotFoundError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    for failure in summary.failures[:20]:
-        progress.message(f"PROBLEM {failure['path']}: {failure['reason']}")
-    if len(summary.failures) > 20:
-        progress.message(f"... and {len(summary.failures) - 20} more problems (all in WS/report.json)")
-    _finish(summary, as_json)
+    _run_stage(click.get_current_context(), "evaluate", workspace, quiet, as_json, fixations=fixations,
+               fixations_layout=layout)  # fmt: skip
 
 
 # --- run ---------------------------------------------------------------------------------------
 
-STAGE_NAMES = ("extract", "pseudolabel", "train", "predict", "evaluate")
 
-
-def _workspace_config_options(function):  # noqa: ANN001, ANN201
+def _workspace_config_options(function: Callable) -> Callable:
     """--preset, --device, -j and --set: how `run` and `status` override WS/avfix.toml."""
     options = (
-        click.option("--preset", type=click.Choice(["paper", "cpu"]), default=None,
+        click.option("--preset", type=_Registered(_preset_names), default=None,
                      help="Reset the extract, pseudolabel and train settings to this preset's.  "
                           "[default: the workspace's; a new workspace: paper]"),
         click.option("--device", default=None, help="auto, cpu, cuda or cuda:N for every stage."),
@@ -418,8 +452,8 @@ def _workspace_config_options(function):  # noqa: ANN001, ANN201
               help="Fixations to score the predictions against.  [default: [run] fixations]")
 @click.option("--layout", "fixations_layout", type=click.Choice(["auto", "stavis", "csv", "images"]), default=None,
               help="Layout of --fixations.  [default: [run] fixations_layout]")
-@click.option("--until", type=click.Choice(STAGE_NAMES), default=None, help="Stop after this stage.")
-@click.option("--force", multiple=True, type=click.Choice(STAGE_NAMES),
+@click.option("--until", type=_Registered(_stage_names), default=None, help="Stop after this stage.")
+@click.option("--force", multiple=True, type=_Registered(_stage_names),
               help="Redo this stage even when it is up to date (repeatable).")
 @_workspace_config_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -434,18 +468,16 @@ def run(
 
     Example: avfix run AVE/ --workspace ws --predict clips/ --fixations STAViS_data/ --preset cpu
     """
-    from pipeline.workspace.config import ConfigError, Overrides
+    from pipeline.workspace.config import Overrides
     from pipeline.workspace.dag import RunRequest, run_dag
 
-    try:
-        overrides = Overrides(videos=videos, predict_videos=predict_videos, fixations=fixations,
-                              fixations_layout=fixations_layout, preset=preset, device=device, workers=workers,
-                              settings=settings)  # fmt: skip
-        summary = run_dag(workspace, overrides, RunRequest(until, force, progress=not quiet),
-                          echo=lambda text: click.echo(text, err=as_json))  # fmt: skip
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _finish(summary, as_json)
+    overrides = Overrides(videos=videos, predict_videos=predict_videos, fixations=fixations,
+                          fixations_layout=fixations_layout, preset=preset, device=device, workers=workers,
+                          settings=settings)  # fmt: skip
+    summary = run_dag(workspace, overrides, RunRequest(until, force, progress=not quiet),
+                      echo=lambda text: click.echo(text, err=as_json))  # fmt: skip
+    _emit_summary(summary.to_dict(), as_json, summary.line())
+    _exit_code(summary)
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -463,13 +495,10 @@ def status(workspace: Path, preset: str | None, device: str | None, workers: int
 
     Example: avfix status --workspace ws --set pseudolabel.smoothing=plain
     """
-    from pipeline.workspace.config import ConfigError, Overrides
+    from pipeline.workspace.config import Overrides
     from pipeline.workspace.status import read_status, status_table
 
-    try:
-        found = read_status(workspace, Overrides(preset=preset, device=device, workers=workers, settings=settings))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    found = read_status(workspace, Overrides(preset=preset, device=device, workers=workers, settings=settings))
     _emit_summary(found.to_dict(), as_json, status_table(found, per_video=not brief))
 
 
@@ -492,15 +521,15 @@ def demo(workspace: Path, videos_per_class: int | None, settings: tuple[str, ...
 
     Example: avfix demo --workspace demo-workspace --videos 8
     """
-    from pipeline.workspace.config import ConfigError
     from pipeline.workspace.demo import DemoConfig, run_demo
 
     try:
         config = DemoConfig(settings=settings, **({} if videos_per_class is None else {"videos_per_class": videos_per_class}))
-        summary = run_demo(workspace, config, progress=not quiet, echo=lambda text: click.echo(text, err=as_json))
-    except (ConfigError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    _finish(summary, as_json)
+    except ValueError as exc:
+        raise _usage_line(str(exc)) from exc
+    summary = run_demo(workspace, config, progress=not quiet, echo=lambda text: click.echo(text, err=as_json))
+    _emit_summary(summary.to_dict(), as_json, summary.line())
+    _exit_code(summary)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,19 @@ import argparse
 import resource
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from pipeline.common.scheduling import SchedulerConfig
-from pipeline.extract.run import ExtractConfig, run_extract
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.run import run_extract
 from pipeline.pseudolabel.classifier_loop import TrainConfig
-from pipeline.pseudolabel.run import PseudolabelConfig, run_pseudolabel
+from pipeline.pseudolabel.run import run_pseudolabel
 from pipeline.synth.generate import SynthConfig, generate
-from pipeline.train.config import STATrainConfig
 from pipeline.train.run import run_train
+from pipeline.workspace.presets import preset_config
 
 
 def cpu_seconds() -> float:
@@ -52,9 +54,9 @@ def main() -> None:
     videos, extracted = args.workdir / "videos", args.workdir / "extracted"
     generate(videos, SynthConfig(classes=args.classes, videos_per_class=args.videos_per_class, seconds=args.seconds))
     run_extract(videos, extracted, ExtractConfig(size=128), SchedulerConfig(workers=1))
-    pseudolabel = PseudolabelConfig.cpu_demo(train=TrainConfig(epochs=args.epochs, batch_size=32, optimizer="adam",
+    pseudolabel = replace(preset_config("cpu", "pseudolabel"), train=TrainConfig(epochs=args.epochs, batch_size=32, optimizer="adam",
                                                                lr=2e-3, patience=3))  # fmt: skip
-    train = STATrainConfig.cpu_demo(epochs=args.epochs)
+    train = replace(preset_config("cpu", "train"), epochs=args.epochs)
     times: dict[int, dict[str, list[tuple[float, float]]]] = {n: {"pseudolabel": [], "train": []} for n in args.threads}
     for round_ in range(args.rounds):
         order = args.threads if round_ % 2 == 0 else list(reversed(args.threads))

@@ -41,15 +41,15 @@ import torch
 from PIL import Image
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, default_collate
 
+from pipeline.workspace.presets import preset_config
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.sta import sta_loss  # noqa: E402
 from pipeline.train.augment import AugmentConfig, augment_batch, draw_affine  # noqa: E402
-from pipeline.train.config import STATrainConfig  # noqa: E402
 from pipeline.train.model import build_sta  # noqa: E402
 from stores import features as fstore  # noqa: E402
 from stores import pseudo as pstore  # noqa: E402
-from stores import zarr_io  # noqa: E402
 from stores.samples import ChunkBatchSampler, STASamples, index_videos  # noqa: E402
 
 N_FREQ, N_TIME = 257, 48
@@ -75,20 +75,20 @@ def generated_video(size: int, n_frames: int, seed: int) -> tuple[np.ndarray, np
 
 
 def build_layouts(root: Path, n_videos: int, n_frames: int, size: int) -> None:
-    features = fstore.open_for_writing(fstore.store_path(root))
-    fstore.write_store_attrs(features, ["thing"], {"size": size})
-    pseudo = pstore.open_for_writing(pstore.store_path(root))
+    features = fstore.SCHEMA.open_for_writing(fstore.SCHEMA.path(root))
+    fstore.SCHEMA.update_store(features, classes=["thing"], settings={"size": size})
+    pseudo = pstore.SCHEMA.open_for_writing(pstore.SCHEMA.path(root))
     ids = [f"video{k:03d}" for k in range(n_videos)]
-    pstore.write_store_attrs(pseudo, {"classes": ["thing"], "settings": {"event_threshold": 0.5},
-                                      "train_videos": ids, "val_videos": []})  # fmt: skip
+    pstore.SCHEMA.update_store(pseudo, classes=["thing"], settings={"event_threshold": 0.5}, train_videos=ids,
+                               val_videos=[])  # fmt: skip
     for k, video_id in enumerate(ids):
         frames, audio, gt = generated_video(size, n_frames, seed=k)
         shape = fstore.VideoShape(n_frames, size, size, size // 2, size // 2, N_FREQ, N_TIME)
-        group = fstore.preallocate_video(features, video_id, shape, {"label": "thing", "n_frames": n_frames,
-                                         "height": size, "width": size, "has_audio": True})  # fmt: skip
-        arrays = fstore.open_video_arrays(fstore.store_path(root), video_id)
+        video = fstore.FeaturesVideo(label="thing", n_frames=n_frames, height=size, width=size, has_audio=True)
+        group = fstore.SCHEMA.create_video(features, video_id, video, shape.array_shapes())
+        arrays = fstore.open_video_arrays(fstore.SCHEMA.path(root), video_id)
         fstore.write_segment(arrays, 0, frames, np.zeros((n_frames, 2, size // 2, size // 2), np.float32), audio)
-        zarr_io.mark_complete(group, video_id)
+        fstore.SCHEMA.mark_complete(group, video_id, 1)
         zeros = np.zeros((n_frames, 3, 1, 1), np.float16)
         maps = pstore.VideoMaps(
             coarse_cam=zeros, fine_cam=zeros, branch_prob=np.zeros((n_frames, 2, 3), np.float32),
@@ -96,7 +96,7 @@ def build_layouts(root: Path, n_videos: int, n_frames: int, size: int) -> None:
             box=np.zeros((n_frames, 4), np.int32), has_box=np.ones(n_frames, bool), fused=gt.astype(np.float16),
             pseudo_gt=gt.astype(np.float16), has_pseudo_gt=np.ones(n_frames, bool),
         )  # fmt: skip
-        pstore.write_video(pseudo, video_id, maps, {"split": "train"}, video_id)
+        pstore.write_video(pseudo, video_id, maps, pstore.PseudoVideo(split="train"), video_id, 1)
         # The original layout: <video>/<NNNN>.jpg, <NNNN>_asp.h5, <NNNN>_c.jpg (SPEC §1.2, §1.3, §3.5).
         folder = root / "original" / video_id
         folder.mkdir(parents=True)
@@ -152,8 +152,8 @@ def samples_per_second(loader: Iterable[dict[str, torch.Tensor]], input_size: in
 
 
 def store_dataset(root: Path) -> STASamples:
-    videos, events, _ = index_videos(fstore.store_path(root), pstore.store_path(root))
-    return STASamples(fstore.store_path(root), pstore.store_path(root), videos, events, cache_chunks=48)
+    videos, events, _ = index_videos(fstore.SCHEMA.path(root), pstore.SCHEMA.path(root))
+    return STASamples(fstore.SCHEMA.path(root), pstore.SCHEMA.path(root), videos, events, cache_chunks=48)
 
 
 def loaders(root: Path, batch_size: int, workers: int) -> dict[str, DataLoader]:
@@ -219,7 +219,7 @@ def augmentation_ms_per_sample(size: int, batch_size: int, repeats: int = 3) -> 
 
 def tiny_training_rate(root: Path, steps: int) -> tuple[float, int]:
     """Steps/s of the tiny CPU configuration on a fixed batch from the stores (no loading in the loop)."""
-    config = STATrainConfig.cpu_demo()
+    config = preset_config("cpu", "train")
     torch.manual_seed(0)
     model = build_sta(config.model_settings())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -255,7 +255,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.quick:
         args.size, args.videos, args.frames, args.batches, args.steps = 128, 8, 32, 6, 5
-    tiny = STATrainConfig.cpu_demo()
+    tiny = preset_config("cpu", "train")
     work = Path(tempfile.mkdtemp(prefix="avfix-loader-"))
     try:
         print(f"torch threads {torch.get_num_threads()}, {args.workers} readers per loader, batch {args.batch_size}")

@@ -36,11 +36,13 @@ import zarr
 from models.metrics import auc_judd, cc, center_bias, fixation_density, fixation_map, nss
 from models.selection import box_masks, probability_weighted_fusion, temporal_smooth, threshold_pseudo_gt
 from pipeline.common.scheduling import SchedulerConfig
-from pipeline.extract.run import ExtractConfig, run_extract
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.run import run_extract
 from pipeline.pseudolabel.maps import flow_on_map_grid
 from pipeline.pseudolabel.run import PseudolabelConfig, run_pseudolabel
 from pipeline.synth.generate import SynthConfig, generate
 from pipeline.synth.truth import TRUTH_FILE, read_truth
+from pipeline.workspace.presets import preset_config
 
 CHANCE = {"NSS": 0.0, "CC": 0.0, "AUC-J": 0.5}
 ROWS = (
@@ -128,7 +130,7 @@ def main() -> None:
     if not extracted.ok:
         raise SystemExit(f"extract failed: {extracted.failures}")
     began = time.perf_counter()
-    config = PseudolabelConfig.cpu_demo()
+    config = preset_config("cpu", "pseudolabel")
     summary = run_pseudolabel(workspace, config, report=lambda line: print(line, flush=True))
     timings["pseudolabel"] = time.perf_counter() - began
     print(summary.line(), flush=True)

@@ -1,17 +1,5 @@
-"""features.zarr: per video, the stored frames, optical flow and per-frame audio windows.
-
-Layout (Zarr v3, zstd, chunked along t, consolidated once a stage finishes):
-
-    features.zarr/                 attrs: store_kind="features", schema_version, classes, failures, ...
-      videos/<video_id>/           attrs: label, source_path, source_size, source_hash, fps, n_frames,
-                                          width, height, has_audio, settings, status, fingerprint, ...
-        frames  uint8   (t, y, x, c)
-        flow    float16 (t, flow_component, flow_y, flow_x)  flow from frame t−1 to t (zeros at t = 0),
-                                          component 0 = dx, 1 = dy, in pixels of the stored frame
-        audio   float16 (t, freq, time)   log spectrogram window of frame t (all zeros without audio)
-        t       float64 (t,)              frame time in seconds from the first stored frame
-        freq    float32 (freq,)           spectrogram bin frequency (Hz)
-        time    float32 (time,)           spectrogram segment centre (s) from the window start
+"""features.zarr: per video the stored frames, optical flow and per-frame audio windows (the extract stage's
+output; its schema is declared here, its layout shown by `python -m stores.schema`).
 
 The 1-D arrays `t`, `freq`, `time` become coordinates under `xarray.open_zarr(path, group=...)`.
 """
@@ -24,24 +12,63 @@ from typing import Any
 
 import numpy as np
 import torch
-import xarray as xr
 import zarr
 
 from stores import zarr_io
+from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
 
-STORE_KIND = "features"
-STORE_NAME = "features.zarr"
 CHUNK_T = 16
+PREDICT_FILE_NAME = "predict-features.zarr"  # the same kind of store, for the videos predict decodes
 
 # zstd level 1: compressing was the largest cost of extract at level 3, for a few % fewer bytes
 # (356 px photos: ratio 1.40 vs 1.48, 0.7 vs 1.5 ms per frame; 178 px flow: 1.23 vs 1.31, 0.26 vs 0.65 ms).
-FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T, zstd_level=1)
-FLOW = ArraySpec("flow", ("t", "flow_component", "flow_y", "flow_x"), "float16", CHUNK_T, zstd_level=1)
-AUDIO = ArraySpec("audio", ("t", "freq", "time"), "float16", CHUNK_T, zstd_level=1)
-TIMES = ArraySpec("t", ("t",), "float64", 4096)
-FREQS = ArraySpec("freq", ("freq",), "float32", 4096)
-SEGMENT_TIMES = ArraySpec("time", ("time",), "float32", 4096)
+FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T, zstd_level=1, doc="RGB frames at the stored size")
+FLOW = ArraySpec("flow", ("t", "flow_component", "flow_y", "flow_x"), "float16", CHUNK_T, zstd_level=1,
+                 doc="flow from frame t-1 to t (zeros at t = 0), component 0 = dx, 1 = dy, in stored-frame pixels")
+AUDIO = ArraySpec("audio", ("t", "freq", "time"), "float16", CHUNK_T, zstd_level=1,
+                  doc="log spectrogram window of frame t (all zeros without audio)")
+TIMES = ArraySpec("t", ("t",), "float64", 4096, doc="frame time (s) from the first stored frame")
+FREQS = ArraySpec("freq", ("freq",), "float32", 4096, doc="spectrogram bin frequency (Hz)")
+SEGMENT_TIMES = ArraySpec("time", ("time",), "float32", 4096, doc="spectrogram segment centre (s) within the window")
+
+
+@dataclass(kw_only=True)
+class FeaturesStoreAttrs(StoreAttrs):
+    classes: list[str] = doc("the sorted labels of every input seen (class index = position)", default_factory=list)
+
+
+@dataclass(kw_only=True)
+class FeaturesVideo(VideoAttrs):
+    label: str | None = doc("the video's tag (none for videos to predict)")
+    source_path: str = doc("the input file, resolved", "")
+    source_size: int = doc("its size in bytes when extracted", 0)
+    source_mtime_ns: int = doc("its modification time when extracted", 0)
+    source_sha256: str = doc("its content hash", "")
+    source_codec: str = doc("its video codec", "")
+    source_width: int = doc("its frame width", 0)
+    source_height: int = doc("its frame height", 0)
+    source_fps: float = doc("its native frame rate", 0.0)
+    source_frames: int = doc("its frame count", 0)
+    source_audio_rate: int | None = doc("its audio sample rate")
+    source_audio_channels: int | None = doc("its audio channels")
+    fps: float = doc("the stored frame rate", 0.0)
+    n_frames: int = doc("stored frames", 0)
+    width: int = doc("stored frame width", 0)
+    height: int = doc("stored frame height", 0)
+    has_audio: bool = doc("whether the file has an audio stream", False)
+    settings: dict[str, Any] = doc("the extract settings it was made with", default_factory=dict)
+    pending_fingerprint: str | None = doc("while in progress: the fingerprint its finished segments belong to")
+    segments_done: list[list[int]] = doc("while in progress: [start, stop] of the finished segments", default_factory=list)
+
+
+SCHEMA: StoreSchema[FeaturesStoreAttrs, FeaturesVideo] = StoreSchema(
+    kind="features", file_name="features.zarr", made_by="avfix extract",
+    description="frames, optical flow and per-frame audio windows",
+    arrays=(FRAMES, FLOW, AUDIO, TIMES, FREQS, SEGMENT_TIMES),
+    store_type=FeaturesStoreAttrs, video_type=FeaturesVideo,
+    reuse_attrs=("segments_done", "pending_fingerprint"), coords={"flow_component": ("dx", "dy")},
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,37 +83,13 @@ class VideoShape:
     n_freq: int
     n_time: int
 
-
-def store_path(workspace: str | Path) -> Path:
-    return Path(workspace) / STORE_NAME
-
-
-def open_for_writing(path: str | Path) -> zarr.Group:
-    return zarr_io.open_kind_for_writing(path, STORE_KIND)
-
-
-def open_for_reading(path: str | Path) -> zarr.Group:
-    """Open an existing features store, with a clear error when it is missing or of another schema."""
-    return zarr_io.open_kind_for_reading(path, STORE_KIND, "avfix extract")
-
-
-def write_store_attrs(root: zarr.Group, classes: list[str], settings: dict[str, Any]) -> None:
-    zarr_io.init_store_attrs(root, STORE_KIND, {"classes": classes, "settings": settings})
-
-
-def preallocate_video(
-    root: zarr.Group, video_id: str, shape: VideoShape, attrs: dict[str, Any]
-) -> zarr.Group:
-    """(Re)create a video's group with all arrays at their final shape, marked in progress."""
-    group = zarr_io.new_video_group(root, video_id, attrs)
-    t = shape.n_frames
-    zarr_io.create_array(group, FRAMES, (t, shape.height, shape.width, 3))
-    zarr_io.create_array(group, FLOW, (t, 2, shape.flow_height, shape.flow_width))
-    zarr_io.create_array(group, AUDIO, (t, shape.n_freq, shape.n_time))
-    zarr_io.create_array(group, TIMES, (t,))
-    zarr_io.create_array(group, FREQS, (shape.n_freq,))
-    zarr_io.create_array(group, SEGMENT_TIMES, (shape.n_time,))
-    return group
+    def array_shapes(self) -> dict[str, tuple[int, ...]]:
+        t = self.n_frames
+        return {
+            FRAMES.name: (t, self.height, self.width, 3), FLOW.name: (t, 2, self.flow_height, self.flow_width),
+            AUDIO.name: (t, self.n_freq, self.n_time), TIMES.name: (t,), FREQS.name: (self.n_freq,),
+            SEGMENT_TIMES.name: (self.n_time,),
+        }  # fmt: skip
 
 
 def write_axes(group: zarr.Group, frame_times: np.ndarray, freqs: np.ndarray, segment_times: np.ndarray) -> None:
@@ -115,20 +118,6 @@ def write_segment(arrays: dict[str, zarr_io.DirectChunks | zarr_io.ZarrRows], st
 def to_float16(values: np.ndarray) -> np.ndarray:
     """C-ordered float16, rounded as numpy rounds; torch converts with the CPU's F16C, 5x numpy's speed."""
     return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float16).numpy()
-
-
-def video_attrs(root: zarr.Group, video_id: str) -> dict[str, Any] | None:
-    group = zarr_io.video_group(root, video_id)
-    return None if group is None else dict(group.attrs)
-
-
-def complete_videos(root: zarr.Group) -> list[str]:
-    return zarr_io.complete_video_ids(root)
-
-
-def open_video_dataset(path: str | Path, video_id: str) -> xr.Dataset:
-    """One video as an xarray Dataset (frames, flow, audio with named dimensions and coordinates)."""
-    return xr.open_zarr(str(path), group=f"{zarr_io.VIDEOS}/{video_id}", consolidated=False)
 
 
 class VideoReader:

@@ -20,16 +20,24 @@ from matplotlib import colormaps
 from matplotlib.colors import hsv_to_rgb
 
 from stores import zarr_io
+from stores.schema import StoreSchema, schemas
 
-STORE_NAMES = ("features.zarr", "pseudo.zarr", "predict-features.zarr", "predictions.zarr")
-_COORDS = {"pseudo": {"branch": ["S", "ST", "SA"], "stage": ["coarse", "fine"], "box_coord": ["y0", "y1", "x0", "x1"]},
-           "features": {"flow_component": ["dx", "dy"]}}  # fmt: skip
+
+def _store_names() -> tuple[str, ...]:
+    from stores import features
+
+    names = [schema.file_name for schema in schemas()]
+    return tuple(names[:2] + [features.PREDICT_FILE_NAME] + names[2:])
+
+
+def _schema_of(kind: str) -> StoreSchema:
+    return next(schema for schema in schemas() if schema.kind == kind)
 
 
 def stores_of(workspace: str | Path) -> dict[str, Path]:
     """The avfix stores present in `workspace`, by file name."""
     workspace = Path(workspace)
-    return {name: workspace / name for name in STORE_NAMES if (workspace / name).is_dir()}
+    return {name: workspace / name for name in _store_names() if (workspace / name).is_dir()}
 
 
 def store_kind(path: str | Path) -> str:
@@ -39,20 +47,21 @@ def store_kind(path: str | Path) -> str:
 def video_ids(path: str | Path, complete_only: bool = True) -> list[str]:
     """The videos of a store (only those marked complete, unless `complete_only` is False)."""
     root = zarr_io.open_root(path, mode="r")
-    if complete_only:
-        return zarr_io.complete_video_ids(root)
-    return sorted(name for name, _ in root[zarr_io.VIDEOS].groups()) if zarr_io.VIDEOS in root else []
+    schema = _schema_of(store_kind(path))
+    return schema.complete_videos(root) if complete_only else schema.video_ids(root)
 
 
 def video_table(path: str | Path) -> list[dict[str, Any]]:
     """One row per video group, failures included: id, status, label, frames, and the recorded error."""
     root = zarr_io.open_root(path, mode="r")
-    failures = zarr_io.failures_of(root)
+    schema = _schema_of(store_kind(path))
+    failures = schema.read_store(root).failures
     rows = []
     for video_id in video_ids(path, complete_only=False):
-        attrs = dict(root[f"{zarr_io.VIDEOS}/{video_id}"].attrs)
-        rows.append({"video": video_id, "status": attrs.get("status"), "label": attrs.get("label", ""),
-                     "frames": attrs.get("n_frames"), "error": failures.get(video_id, {}).get("reason", "")})  # fmt: skip
+        attrs = schema.read_video(root, video_id)
+        rows.append({"video": video_id, "status": attrs.status, "label": getattr(attrs, "label", "") or "",
+                     "frames": getattr(attrs, "n_frames", None),
+                     "error": failures.get(video_id, {}).get("reason", "")})  # fmt: skip
     for video_id, failure in sorted(failures.items()):
         if all(row["video"] != video_id for row in rows):
             rows.append({"video": video_id, "status": "failed", "label": "", "frames": None,
@@ -63,10 +72,7 @@ def video_table(path: str | Path) -> list[dict[str, Any]]:
 def open_video(path: str | Path, video_id: str) -> xr.Dataset:
     """One video of a features, pseudo or predictions store as an xarray Dataset, with coordinate labels
     for the categorical dimensions (branch S/ST/SA, stage coarse/fine, flow component dx/dy)."""
-    kind = store_kind(path)
-    dataset = xr.open_zarr(str(path), group=f"{zarr_io.VIDEOS}/{video_id}", consolidated=False)
-    labels = {dim: values for dim, values in _COORDS.get(kind, {}).items() if dim in dataset.dims}
-    return dataset.assign_coords(labels)
+    return _schema_of(store_kind(path)).open_dataset(path, video_id)
 
 
 def _resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:

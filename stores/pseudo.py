@@ -1,55 +1,76 @@
-"""pseudo.zarr: per video and frame the SCAM maps, selection boxes, probabilities and the pseudo-GT.
-
-Layout (Zarr v3, zstd, chunked along t):
-
-    pseudo.zarr/                   attrs: store_kind="pseudo", schema_version, classes, branches,
-                                          settings, checkpoints {name: sha256}, accuracy {name: {...}},
-                                          features_store, failures
-      videos/<video_id>/           attrs: label, class_index, has_audio, n_frames, map_size, status,
-                                          fingerprint, features_fingerprint, sa_skipped_reason
-        coarse_cam     float16 (t, branch, y, x)   coarse CAM of the GT class per branch, in [0, 1]
-        fine_cam       float16 (t, branch, y, x)   fine CAM pasted back into the frame, in [0, 1]
-        branch_prob    float32 (t, stage, branch)  softmax probability of the GT class (stage 0 coarse, 1 fine)
-        branch_valid   bool    (t, branch)         False where a branch gave no map (SA without event audio)
-        event_prob     float32 (t,)                P(event-related audio) of frame t
-        box            int32   (t, box_coord)      selection box [y0, y1, x0, x1] (inclusive) at map size
-        has_box        bool    (t,)                False: the coarse map selected nothing (no pseudo-GT)
-        fused          float16 (t, y, x)           fused fine map before temporal smoothing
-        pseudo_gt      float16 (t, y, x)           the pseudo fixation map, in [0, 1]
-        has_pseudo_gt  bool    (t,)                False: no pseudo-GT for that frame (never read as zeros)
+"""pseudo.zarr: per video and frame the SCAM maps, selection boxes, probabilities and the pseudo-GT (the
+pseudolabel stage's output; its schema is declared here, its layout shown by `python -m stores.schema`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 import zarr
 
 from stores import zarr_io
+from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
 
-STORE_KIND = "pseudo"
-STORE_NAME = "pseudo.zarr"
 CHUNK_T = 16
 BRANCHES = ("S", "ST", "SA")
 
-COARSE_CAM = ArraySpec("coarse_cam", ("t", "branch", "y", "x"), "float16", CHUNK_T)
-FINE_CAM = ArraySpec("fine_cam", ("t", "branch", "y", "x"), "float16", CHUNK_T)
-BRANCH_PROB = ArraySpec("branch_prob", ("t", "stage", "branch"), "float32", 1024, fill_value=float("nan"))
-BRANCH_VALID = ArraySpec("branch_valid", ("t", "branch"), "bool", 1024, fill_value=False)
-EVENT_PROB = ArraySpec("event_prob", ("t",), "float32", 1024, fill_value=float("nan"))
-BOX = ArraySpec("box", ("t", "box_coord"), "int32", 1024, fill_value=-1)
-HAS_BOX = ArraySpec("has_box", ("t",), "bool", 1024, fill_value=False)
-FUSED = ArraySpec("fused", ("t", "y", "x"), "float16", CHUNK_T)
-PSEUDO_GT = ArraySpec("pseudo_gt", ("t", "y", "x"), "float16", CHUNK_T)
-HAS_PSEUDO_GT = ArraySpec("has_pseudo_gt", ("t",), "bool", 1024, fill_value=False)
+COARSE_CAM = ArraySpec("coarse_cam", ("t", "branch", "y", "x"), "float16", CHUNK_T,
+                       doc="coarse CAM of the tag's class per branch, in [0, 1]")
+FINE_CAM = ArraySpec("fine_cam", ("t", "branch", "y", "x"), "float16", CHUNK_T,
+                     doc="fine CAM pasted back into the box, in [0, 1]")
+BRANCH_PROB = ArraySpec("branch_prob", ("t", "stage", "branch"), "float32", 1024, fill_value=float("nan"),
+                        doc="P(tag) per branch, stage 0 coarse, 1 fine")
+BRANCH_VALID = ArraySpec("branch_valid", ("t", "branch"), "bool", 1024, fill_value=False,
+                         doc="False: the branch gave no map (SA without event audio)")
+EVENT_PROB = ArraySpec("event_prob", ("t",), "float32", 1024, fill_value=float("nan"),
+                       doc="P(the frame's audio is event-related)")
+BOX = ArraySpec("box", ("t", "box_coord"), "int32", 1024, fill_value=-1,
+                doc="selection box [y0, y1, x0, x1], inclusive, map pixels")
+HAS_BOX = ArraySpec("has_box", ("t",), "bool", 1024, fill_value=False, doc="False: nothing selected, hence no pseudo-GT")
+FUSED = ArraySpec("fused", ("t", "y", "x"), "float16", CHUNK_T, doc="fused map before smoothing")
+PSEUDO_GT = ArraySpec("pseudo_gt", ("t", "y", "x"), "float16", CHUNK_T, doc="the pseudo fixation map, in [0, 1]")
+HAS_PSEUDO_GT = ArraySpec("has_pseudo_gt", ("t",), "bool", 1024, fill_value=False,
+                          doc="False: no pseudo-GT for this frame (never read it as zeros)")
 
 ALL_ARRAYS = (COARSE_CAM, FINE_CAM, BRANCH_PROB, BRANCH_VALID, EVENT_PROB, BOX, HAS_BOX, FUSED, PSEUDO_GT, HAS_PSEUDO_GT)
 _SPECS = {spec.name: spec for spec in ALL_ARRAYS}
+
+
+@dataclass(kw_only=True)
+class PseudoStoreAttrs(StoreAttrs):
+    classes: list[str] = doc("class names (class index = position)", default_factory=list)
+    branches: list[str] = doc("the branch axis: S, ST, SA", default_factory=lambda: list(BRANCHES))
+    checkpoints: dict[str, str] = doc("classifier name -> SHA-256 of the checkpoint the maps were made with",
+                                      default_factory=dict)
+    accuracy: dict[str, dict[str, float]] = doc("classifier name -> {train, val} accuracy", default_factory=dict)
+    train_videos: list[str] = doc("videos the classifiers were trained on", default_factory=list)
+    val_videos: list[str] = doc("videos held out to validate them", default_factory=list)
+    features_store: str = doc("the features store the maps were made from", "")
+
+
+@dataclass(kw_only=True)
+class PseudoVideo(VideoAttrs):
+    label: str = doc("the video's tag", "")
+    class_index: int = doc("its position in classes", -1)
+    has_audio: bool = doc("whether the video has audio", False)
+    n_frames: int = doc("frames", 0)
+    map_size: int = doc("side of the stored maps", 0)
+    split: str = doc("train or val: which side of the classifiers' split the video was on", "")
+    features_fingerprint: str = doc("the fingerprint of the features the maps were made from", "")
+    sa_skipped_reason: str | None = doc("why the SA branch gave no map (no audio stream)")
+    final_settings: dict[str, Any] = doc("fusion, smoothing and threshold settings of the pseudo-GT", default_factory=dict)
+    coarse_fingerprint: str | None = doc("the fingerprint of the coarse maps and boxes (reused when only later settings change)")
+
+
+SCHEMA: StoreSchema[PseudoStoreAttrs, PseudoVideo] = StoreSchema(
+    kind="pseudo", file_name="pseudo.zarr", made_by="avfix pseudolabel",
+    description="SCAM maps, selection boxes, probabilities and the pseudo-GT per frame",
+    arrays=ALL_ARRAYS, store_type=PseudoStoreAttrs, video_type=PseudoVideo, reuse_attrs=("coarse_fingerprint",),
+    coords={"branch": BRANCHES, "stage": ("coarse", "fine"), "box_coord": ("y0", "y1", "x0", "x1")},
+)  # fmt: skip
 
 
 @dataclass
@@ -68,39 +89,9 @@ class VideoMaps:
     has_pseudo_gt: np.ndarray
 
 
-def store_path(workspace: str | Path) -> Path:
-    return Path(workspace) / STORE_NAME
-
-
-def open_for_writing(path: str | Path) -> zarr.Group:
-    return zarr_io.open_kind_for_writing(path, STORE_KIND)
-
-
-def open_for_reading(path: str | Path) -> zarr.Group:
-    """Open an existing pseudo-label store, with a clear error when it is missing or of another schema."""
-    return zarr_io.open_kind_for_reading(path, STORE_KIND, "avfix pseudolabel")
-
-
-def write_store_attrs(root: zarr.Group, attrs: dict[str, Any]) -> None:
-    zarr_io.init_store_attrs(root, STORE_KIND, {"branches": list(BRANCHES), **attrs})
-
-
-def write_video(root: zarr.Group, video_id: str, maps: VideoMaps, attrs: dict[str, Any], fingerprint: str) -> None:
-    """Write one video's maps whole, then mark it complete (one writer per video)."""
-    n_frames, map_size = maps.pseudo_gt.shape[0], maps.pseudo_gt.shape[-1]
-    group = preallocate_video(root, video_id, n_frames, map_size, attrs)
-    write_block(group, 0, {spec.name: getattr(maps, spec.name) for spec in ALL_ARRAYS})
-    zarr_io.mark_complete(group, fingerprint)
-
-
-def preallocate_video(root: zarr.Group, video_id: str, n_frames: int, map_size: int, attrs: dict[str, Any]) -> zarr.Group:
-    """(Re)create a video's group with every array at its final shape, marked in progress.
-
-    Arrays are then filled block by block (`write_block`), so memory does not grow with video length.
-    """
-    group = zarr_io.new_video_group(root, video_id, attrs)
+def array_shapes(n_frames: int, map_size: int) -> dict[str, tuple[int, ...]]:
     n_branches = len(BRANCHES)
-    shapes = {
+    return {
         COARSE_CAM.name: (n_frames, n_branches, map_size, map_size),
         FINE_CAM.name: (n_frames, n_branches, map_size, map_size),
         BRANCH_PROB.name: (n_frames, 2, n_branches),
@@ -112,13 +103,15 @@ def preallocate_video(root: zarr.Group, video_id: str, n_frames: int, map_size: 
         PSEUDO_GT.name: (n_frames, map_size, map_size),
         HAS_PSEUDO_GT.name: (n_frames,),
     }
-    for spec in ALL_ARRAYS:
-        zarr_io.create_array(group, spec, shapes[spec.name])
-    return group
 
 
-def open_video_group(root: zarr.Group, video_id: str) -> zarr.Group | None:
-    return zarr_io.video_group(root, video_id)
+def write_video(root: zarr.Group, video_id: str, maps: VideoMaps, attrs: PseudoVideo, fingerprint: str,
+                algorithm_version: int) -> None:  # fmt: skip
+    """Write one video's maps whole, then mark it complete (one writer per video)."""
+    n_frames, map_size = maps.pseudo_gt.shape[0], maps.pseudo_gt.shape[-1]
+    group = SCHEMA.create_video(root, video_id, attrs, array_shapes(n_frames, map_size))
+    write_block(group, 0, {spec.name: getattr(maps, spec.name) for spec in ALL_ARRAYS})
+    SCHEMA.mark_complete(group, fingerprint, algorithm_version)
 
 
 def write_block(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
@@ -138,43 +131,8 @@ def read_block(group: zarr.Group, names: tuple[str, ...], start: int = 0, stop: 
     return {name: np.asarray(group[name][start:stop]) for name in names}
 
 
-def mark_coarse_done(group: zarr.Group, coarse_fingerprint: str) -> None:
-    """The coarse arrays (coarse_cam, probabilities, boxes, event_prob) are written and may be reused."""
-    group.attrs["coarse_fingerprint"] = coarse_fingerprint
-
-
-def coarse_is_done(group: zarr.Group | None, coarse_fingerprint: str) -> bool:
-    return group is not None and group.attrs.get("coarse_fingerprint") == coarse_fingerprint
-
-
-def mark_in_progress(group: zarr.Group) -> None:
-    zarr_io.mark_in_progress(group)
-
-
-def mark_complete(group: zarr.Group, fingerprint: str, extra: dict[str, Any] | None = None) -> None:
-    zarr_io.mark_complete(group, fingerprint, extra)
-
-
-def video_attrs(root: zarr.Group, video_id: str) -> dict[str, Any] | None:
-    group = zarr_io.video_group(root, video_id)
-    return None if group is None else dict(group.attrs)
-
-
-def complete_videos(root: zarr.Group) -> list[str]:
-    return zarr_io.complete_video_ids(root)
-
-
-def is_up_to_date(root: zarr.Group, video_id: str, fingerprint: str) -> bool:
-    return zarr_io.is_complete(zarr_io.video_group(root, video_id), fingerprint)
-
-
 def read_video(root: zarr.Group, video_id: str, names: tuple[str, ...] = ("pseudo_gt", "has_pseudo_gt")) -> dict[str, np.ndarray]:
     group = zarr_io.video_group(root, video_id)
     if group is None or not zarr_io.is_complete(group):
         raise KeyError(f"video {video_id!r} has no complete pseudo-labels")
     return {name: np.asarray(group[name][...]) for name in names}
-
-
-def open_video_dataset(path: str | Path, video_id: str) -> xr.Dataset:
-    ds = xr.open_zarr(str(path), group=f"{zarr_io.VIDEOS}/{video_id}", consolidated=False)
-    return ds.assign_coords(branch=list(BRANCHES), stage=["coarse", "fine"])

@@ -61,15 +61,14 @@ class SampleItem:
     t: int
 
 
-def split_of(group_attrs: dict, store_attrs: dict, video_id: str) -> str | None:
-    """The video's split as the pseudolabel stage recorded it: group attr `split`, else the store's
+def split_of(video: pstore.PseudoVideo, store: pstore.PseudoStoreAttrs, video_id: str) -> str | None:
+    """The video's split as the pseudolabel stage recorded it: the video's `split`, else the store's
     `train_videos` / `val_videos` lists; None when neither says."""
-    split = group_attrs.get("split")
-    if split in ("train", "val"):
-        return split
-    if video_id in store_attrs.get("val_videos", []):
+    if video.split in ("train", "val"):
+        return video.split
+    if video_id in store.val_videos:
         return "val"
-    if video_id in store_attrs.get("train_videos", []):
+    if video_id in store.train_videos:
         return "train"
     return None
 
@@ -81,35 +80,37 @@ def index_videos(features_path: str | Path, pseudo_path: str | Path, val_fractio
     Returns (videos, event_prob per video, notes). Videos that the pseudolabel stage gave no split are
     assigned by a seeded shuffle (about `val_fraction` of them, at least one when there are two).
     """
-    features = fstore.open_for_reading(features_path)
-    pseudo = pstore.open_for_reading(pseudo_path)
-    pseudo_attrs = dict(pseudo.attrs)
+    features = fstore.SCHEMA.open_for_reading(features_path)
+    pseudo = pstore.SCHEMA.open_for_reading(pseudo_path)
+    pseudo_attrs = pstore.SCHEMA.read_store(pseudo)
     notes: list[str] = []
-    feature_ids = set(fstore.complete_videos(features))
+    feature_ids = set(fstore.SCHEMA.complete_videos(features))
     videos: list[VideoSamples] = []
     events: dict[str, np.ndarray] = {}
     unsplit: list[str] = []
-    for video_id in zarr_io.complete_video_ids(pseudo):
+    for video_id in pstore.SCHEMA.complete_videos(pseudo):
         if video_id not in feature_ids:
             notes.append(f"{video_id}: has pseudo-labels but no complete features in {features_path}; skipped")
             continue
         group = zarr_io.video_group(pseudo, video_id)
-        feature_attrs = fstore.video_attrs(features, video_id) or {}
-        n_frames = int(feature_attrs["n_frames"])
+        feature_attrs = fstore.SCHEMA.read_video(features, video_id)
+        pseudo_video = pstore.SCHEMA.read_video(pseudo, video_id)
+        assert feature_attrs is not None and pseudo_video is not None
+        n_frames = feature_attrs.n_frames
         has_gt = np.asarray(group[pstore.HAS_PSEUDO_GT.name][...], dtype=bool)
         if has_gt.shape[0] != n_frames:
             notes.append(f"{video_id}: pseudo-labels cover {has_gt.shape[0]} frames but the features have "
                          f"{n_frames} (features re-extracted since?); skipped")  # fmt: skip
             continue
-        split = split_of(dict(group.attrs), pseudo_attrs, video_id)
+        split = split_of(pseudo_video, pseudo_attrs, video_id)
         if split is None:
             unsplit.append(video_id)
         events[video_id] = np.nan_to_num(np.asarray(group[pstore.EVENT_PROB.name][...], dtype=np.float32))
         videos.append(
             VideoSamples(
                 video_id=video_id, n_frames=n_frames,
-                frame_hw=(int(feature_attrs["height"]), int(feature_attrs["width"])),
-                has_audio=bool(feature_attrs.get("has_audio")), split=split or "",
+                frame_hw=(feature_attrs.height, feature_attrs.width), has_audio=feature_attrs.has_audio,
+                split=split or "",
                 gt_frames=tuple(int(t) for t in np.flatnonzero(has_gt)),
             )  # fmt: skip
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ from zarr.codecs import ZstdCodec
 
 SCHEMA_VERSION = 1
 VIDEOS = "videos"
-FAILURES_ATTR = "failures"
 
 STATUS_COMPLETE = "complete"
 STATUS_IN_PROGRESS = "in_progress"
@@ -50,6 +48,7 @@ class ArraySpec:
     chunk_t: int = 16
     fill_value: Any = 0
     zstd_level: int = 3
+    doc: str = ""  # what it holds (the README's schema section)
 
 
 def compressor(level: int = 3) -> ZstdCodec:
@@ -100,13 +99,6 @@ def check_schema(root: zarr.Group, kind: str, path: str | Path) -> None:
         )
 
 
-def init_store_attrs(root: zarr.Group, kind: str, extra: dict[str, Any]) -> None:
-    """Write the store-level attributes (coordinating process only)."""
-    root.attrs.update(
-        {"store_kind": kind, "schema_version": SCHEMA_VERSION, "avfix_version": package_version(), **extra}
-    )
-
-
 def package_version() -> str:
     try:
         return importlib.metadata.version("avfix")
@@ -143,18 +135,6 @@ def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...]) -> 
     )
 
 
-def mark_complete(group: zarr.Group, fingerprint: str, extra: dict[str, Any] | None = None) -> None:
-    """Written last: only now does the video count as done."""
-    group.attrs.update(
-        {**(extra or {}), "fingerprint": fingerprint, "completed_at": time.time(), "status": STATUS_COMPLETE}
-    )
-
-
-def mark_in_progress(group: zarr.Group) -> None:
-    """Before a complete video is partly rewritten: a kill midway must not leave it looking complete."""
-    group.attrs["status"] = STATUS_IN_PROGRESS
-
-
 def is_complete(group: zarr.Group | None, fingerprint: str | None = None) -> bool:
     if group is None:
         return False
@@ -162,15 +142,6 @@ def is_complete(group: zarr.Group | None, fingerprint: str | None = None) -> boo
     if attrs.get("status") != STATUS_COMPLETE:
         return False
     return fingerprint is None or attrs.get("fingerprint") == fingerprint
-
-
-def record_failures(root: zarr.Group, failures: dict[str, dict[str, str]]) -> None:
-    """Replace the store's failure table {video_id: {path, reason}} (coordinating process only)."""
-    root.attrs[FAILURES_ATTR] = failures
-
-
-def failures_of(root: zarr.Group) -> dict[str, dict[str, str]]:
-    return dict(root.attrs.get(FAILURES_ATTR, {}))
 
 
 def complete_video_ids(root: zarr.Group) -> list[str]:

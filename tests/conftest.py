@@ -185,18 +185,17 @@ def write_sta_stores(
     `no_audio` have no audio. The stored flow is the square's motion."""
     from stores import features as fstore
     from stores import pseudo as pstore
-    from stores import zarr_io
 
     rng = np.random.default_rng(seed)
-    features = fstore.open_for_writing(fstore.store_path(workspace))
-    fstore.write_store_attrs(features, ["thing"], {"size": size, "fps": None, "keep_aspect": False})
-    pseudo = pstore.open_for_writing(pstore.store_path(workspace))
+    features = fstore.SCHEMA.open_for_writing(fstore.SCHEMA.path(workspace))
+    fstore.SCHEMA.update_store(features, classes=["thing"], settings={"size": size, "fps": None, "keep_aspect": False})
+    pseudo = pstore.SCHEMA.open_for_writing(pstore.SCHEMA.path(workspace))
     ids = tuple(f"vid{k:02d}" for k in range(n_videos))
     val = set(ids[n_videos - val_videos:])
-    pstore.write_store_attrs(pseudo, {
-        "classes": ["thing"], "settings": {"event_threshold": 0.5, "map_size": map_size},
-        "train_videos": [v for v in ids if v not in val], "val_videos": sorted(val),
-    })
+    pstore.SCHEMA.update_store(
+        pseudo, classes=["thing"], settings={"event_threshold": 0.5, "map_size": map_size},
+        train_videos=[v for v in ids if v not in val], val_videos=sorted(val),
+    )
     ys_map = (np.arange(map_size) + 0.5) / map_size
     centres = {}
     for k, video_id in enumerate(ids):
@@ -213,14 +212,14 @@ def write_sta_stores(
         audio = rng.normal(0, 1, (n_frames, 257, 48)).astype(np.float32) * has_audio
         audio[event >= 0.5, 40:60] += 3.0
         shape = fstore.VideoShape(n_frames, size, size, size // 2, size // 2, 257, 48)
-        attrs = {"label": "thing", "n_frames": n_frames, "height": size, "width": size, "has_audio": has_audio}
-        group = fstore.preallocate_video(features, video_id, shape, attrs)
-        arrays = fstore.open_video_arrays(fstore.store_path(workspace), video_id)
+        attrs = fstore.FeaturesVideo(label="thing", n_frames=n_frames, height=size, width=size, has_audio=has_audio)
+        group = fstore.SCHEMA.create_video(features, video_id, attrs, shape.array_shapes())
+        arrays = fstore.open_video_arrays(fstore.SCHEMA.path(workspace), video_id)
         flow = np.zeros((n_frames, 2, size // 2, size // 2), np.float32)
         flow[1:, 0], flow[1:, 1] = velocity[1], velocity[0]
         fstore.write_segment(arrays, 0, frames, flow, audio if has_audio else None)
         fstore.write_axes(group, np.arange(n_frames) / 10.0, np.zeros(257, np.float32), np.zeros(48, np.float32))
-        zarr_io.mark_complete(group, f"features-{video_id}")
+        fstore.SCHEMA.mark_complete(group, f"features-{video_id}", 1)
         centre_map = path.astype(int) / size  # the square spans [c - 4, c + 4): its centre is c
         blob = np.exp(-(((ys_map[None, :, None] - centre_map[:, 0, None, None]) ** 2)
                         + ((ys_map[None, None, :] - centre_map[:, 1, None, None]) ** 2)) / (2 * 0.06**2))
@@ -233,6 +232,6 @@ def write_sta_stores(
             pseudo_gt=(blob * has_gt[:, None, None]).astype(np.float16), has_pseudo_gt=has_gt,
         )
         split = "val" if video_id in val else "train"
-        attrs = {"label": "thing", "split": split, "n_frames": n_frames, "map_size": map_size}
-        pstore.write_video(pseudo, video_id, maps, attrs, f"pseudo-{video_id}")
+        video = pstore.PseudoVideo(label="thing", split=split, n_frames=n_frames, map_size=map_size)
+        pstore.write_video(pseudo, video_id, maps, video, f"pseudo-{video_id}", 1)
     return STAStores(workspace, ids, centres)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torchaudio
 
+from pipeline.common.settings import output_setting
+
 SAMPLE_RATE = 16000
 N_FFT = 512
 NOVERLAP = 353
@@ -27,7 +29,7 @@ STD_EPS = 1e-9
 class AudioWindowConfig:
     """Window length in seconds (SPEC §1.3 uses 0.5 s, i.e. 8000 samples at 16 kHz)."""
 
-    seconds: float = 0.5
+    seconds: float = output_setting(0.5)
 
     @property
     def n_samples(self) -> int:

@@ -62,3 +62,13 @@ def save_torch_atomic(state: dict[str, Any], path: str | Path) -> None:
 
     with atomic_output(path) as partial:
         torch.save(state, partial)
+
+
+def file_stamp(path: str | Path) -> dict[str, int] | str:
+    """Size and modification time of an input file ("absent" when it cannot be read): what a failed
+    input is remembered by, and the cheap test of whether a file changed."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return "absent"
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.common.settings import output_setting
+
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -18,9 +20,9 @@ PRESETS = {
 class FlowConfig:
     """`method` 'dis' or 'none'; flow is computed at `scale` × the stored frame size."""
 
-    method: str = "dis"
-    scale: float = 0.5
-    preset: str = "ultrafast"
+    method: str = output_setting("dis")
+    scale: float = output_setting(0.5)
+    preset: str = output_setting("ultrafast")
 
     def grid(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the flow grid."""

@@ -30,6 +30,7 @@ from models.backbones import build_backbone
 from models.device import autocast
 from models.metrics import center_bias
 from models.normalize import minmax_per_map
+from pipeline.common.settings import output_setting
 
 CENTER = "center"
 CAM = "cam"
@@ -39,10 +40,10 @@ BASELINES: tuple[str, ...] = (CENTER, CAM, CENTER_CAM)
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    center_sigma: float = 0.25  # σ as a fraction of the frame's width (across) and height (down)
-    cam_backbone: str = "efficientnet_lite0"
-    cam_input: int = 224
-    cam_top_k: int = 5
+    center_sigma: float = output_setting(0.25)  # σ as a fraction of the frame's width (across) and height (down)
+    cam_backbone: str = output_setting("efficientnet_lite0")
+    cam_input: int = output_setting(224)
+    cam_top_k: int = output_setting(5)
 
     def __post_init__(self) -> None:
         if not 0 < self.center_sigma <= 10:

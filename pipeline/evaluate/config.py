@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from models import metrics
 from pipeline.common.errors import BadInput
+from pipeline.common.settings import device_setting, output_setting, output_settings, path_setting, run_setting
 from pipeline.evaluate import baselines as base
 from pipeline.evaluate import fixations as fx
 from pipeline.evaluate.cache import CACHE_NAME
@@ -30,9 +31,9 @@ class EvaluateError(BadInput, ValueError):
 class DensityConfig:
     """σ of the Gaussian that turns fixation points into a density (CSV and images layouts)."""
 
-    sigma: float = 0.03
-    unit: Literal["frac", "px", "deg"] = "frac"  # frac: of the frame's longer side
-    pixels_per_degree: float | None = None
+    sigma: float = output_setting(0.03)
+    unit: Literal["frac", "px", "deg"] = output_setting("frac")  # frac: of the frame's longer side
+    pixels_per_degree: float | None = output_setting(None)
 
     def __post_init__(self) -> None:
         if self.sigma <= 0:
@@ -57,28 +58,35 @@ class DensityConfig:
         return f"σ = {self.sigma:g} x the longer side"
 
 
+SCORES = "scores"  # the settings a score depends on (they enter every cached unit's key)
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
-    layout: str = "auto"
-    maps: tuple[Path, ...] = ()
-    baselines: tuple[str, ...] = (base.CENTER,)
-    datasets: tuple[str, ...] = ()  # STAViS: evaluate only these data sets
-    images_dir: Path | None = None
-    shuffle: str = "auto"
-    density: DensityConfig = field(default_factory=DensityConfig)
-    frame_size: tuple[int, int] | None = None  # (H, W) for CSV videos no map gives a size for
-    origin: str = "auto"  # pixel origin of CSV coordinates: corner, center, auto (fixations.DEFAULT_ORIGIN)
-    post_sigma: float = 2.0
-    shuffle_splits: int = metrics.SHUFFLED_AUC_SPLITS
-    seed: int = 0
-    baseline: base.BaselineConfig = field(default_factory=base.BaselineConfig)
-    device: str = "auto"
-    batch_pixels: int = 1 << 21
-    examples: int = 4
+    # Bumped when a score changes for the same maps, fixations and settings (it enters the cache keys).
+    ALGORITHM_VERSION: ClassVar[int] = 1
+
+    layout: str = output_setting("auto")
+    maps: tuple[Path, ...] = path_setting(())
+    baselines: tuple[str, ...] = output_setting((base.CENTER,))
+    datasets: tuple[str, ...] = output_setting(())  # STAViS: evaluate only these data sets
+    images_dir: Path | None = path_setting(None)
+    shuffle: str = output_setting("auto")
+    density: DensityConfig = output_setting(default_factory=DensityConfig, scope=(SCORES,))
+    frame_size: tuple[int, int] | None = output_setting(None, scope=(SCORES,))  # (H, W) of CSV videos without a map
+    # Pixel origin of CSV coordinates: corner, center, auto (fixations.DEFAULT_ORIGIN).
+    origin: str = output_setting("auto", scope=(SCORES,))
+    post_sigma: float = output_setting(2.0, scope=(SCORES,))
+    shuffle_splits: int = output_setting(metrics.SHUFFLED_AUC_SPLITS, scope=(SCORES,))
+    seed: int = output_setting(0, scope=(SCORES,))
+    baseline: base.BaselineConfig = output_setting(default_factory=base.BaselineConfig, scope=(SCORES,))
+    batch_pixels: int = output_setting(1 << 21, scope=(SCORES,))  # batches decide the random streams
+    examples: int = output_setting(4)
+    device: str = device_setting("auto")
     # Torch CPU threads of the stage (0: torch's own choice). The metrics run on cache-sized slices
     # where intra-op threads mostly synchronise: on the shared 2-core test machine the scene-fixations
     # run took 23 s with 1 thread and 77 s with 2 (spin-waiting threads). Scale out with more processes.
-    threads: int = 1
+    threads: int = run_setting(1)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.baselines if name not in base.BASELINES]
@@ -99,17 +107,7 @@ class EvaluateConfig:
 
     def scoring_settings(self) -> dict[str, Any]:
         """Everything that changes a score (enters the resume key)."""
-        return {
-            "density": asdict(self.density),
-            "post_sigma": self.post_sigma,
-            "shuffle_splits": self.shuffle_splits,
-            "seed": self.seed,
-            "baseline": asdict(self.baseline),
-            "batch_pixels": self.batch_pixels,  # batches decide the random streams
-            "frame_size": self.frame_size,
-            "origin": self.origin,
-            "metrics_version": 1,
-        }
+        return {**output_settings(self, SCORES), "algorithm_version": self.ALGORITHM_VERSION}
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pipeline.evaluate import baselines as base
 from pipeline.evaluate import fixations as fx
 from pipeline.evaluate.config import EvaluateError
 from stores import predictions as pstore
+from stores.zarr_io import StoreError
 
 
 class ModelMaps(Protocol):
@@ -54,22 +55,22 @@ class PredictionsStoreMaps:
     def __init__(self, path: Path, name: str) -> None:
         self.path = path
         self.name = name
-        self.root = pstore.open_for_reading(path)
-        self.complete = set(pstore.complete_videos(self.root))
+        self.root = pstore.SCHEMA.open_for_reading(path)
+        self.complete = set(pstore.SCHEMA.complete_videos(self.root))
         self.description = f"avfix predictions store {path}"
 
     def video_size(self, dataset: str, video: str) -> tuple[int, int] | None:
-        attrs = pstore.video_attrs(self.root, video) if video in self.complete else None
-        return None if attrs is None else (int(attrs["height"]), int(attrs["width"]))
+        attrs = pstore.SCHEMA.read_video(self.root, video) if video in self.complete else None
+        return None if attrs is None else (attrs.height, attrs.width)
 
     def stamp(self, dataset: str, unit: str) -> str:
-        attrs = pstore.video_attrs(self.root, unit) if unit in self.complete else None
-        return "absent" if attrs is None else str(attrs.get("fingerprint"))
+        attrs = pstore.SCHEMA.read_video(self.root, unit) if unit in self.complete else None
+        return "absent" if attrs is None else str(attrs.fingerprint)
 
     def frames(self, dataset: str, video: str, frames: list[int]) -> list[np.ndarray | None]:
         if video not in self.complete or not frames:
             return [None] * len(frames)
-        n_frames = int(pstore.video_attrs(self.root, video)["n_frames"])
+        n_frames = pstore.SCHEMA.read_video(self.root, video).n_frames
         inside = [f for f in frames if f < n_frames]
         if not inside:
             return [None] * len(frames)
@@ -167,22 +168,22 @@ class FolderMaps:
 
 def open_map_sources(paths: tuple[Path, ...], workspace: Path, layout: str, problems: fx.Problems) -> list[ModelMaps]:
     """One source per `--maps`; for video layouts without `--maps`, WS/predictions.zarr when it exists."""
-    if not paths and layout != "images" and pstore.store_path(workspace).exists():
-        paths = (pstore.store_path(workspace),)
+    if not paths and layout != "images" and pstore.SCHEMA.path(workspace).exists():
+        paths = (pstore.SCHEMA.path(workspace),)
     sources: list[ModelMaps] = []
     for path in paths:
         path = Path(path)
         if not path.exists():
             raise EvaluateError(f"{path}: no such maps store or folder")
         is_store = (path / "zarr.json").is_file()
-        name = _unique_name("predictions" if is_store and path.name == pstore.STORE_NAME else path.stem or path.name,
+        name = _unique_name("predictions" if is_store and path.name == pstore.SCHEMA.file_name else path.stem or path.name,
                             [s.name for s in sources])
         if is_store and layout == "images":
             raise EvaluateError(f"{path}: a predictions store holds videos; image maps come from a folder")
         if is_store:
             try:
                 sources.append(PredictionsStoreMaps(path, name))
-            except (ValueError, FileNotFoundError) as error:
+            except StoreError as error:
                 raise EvaluateError(str(error)) from error
         elif path.is_dir():
             sources.append(FolderMaps(path, name, problems))

@@ -12,9 +12,9 @@ Work is grouped in units (a video, or a batch of same-size images). Each finishe
 are appended to `WS/evaluate_cache.jsonl` under a key built from the settings and the unit's inputs, so an
 interrupted run resumes where it stopped and a rerun with nothing changed only rewrites the report.
 
-Map sources and their folder naming: `pipeline/evaluate_maps.py`. Settings: `pipeline/evaluate_config.py`;
-one batch's scores: `pipeline/evaluate_scoring.py`; videos and image batches: `pipeline/evaluate_units.py`;
-the resume cache: `pipeline/evaluate_cache.py`.
+Map sources and their folder naming: `pipeline/evaluate/maps.py`. Settings: `pipeline/evaluate/config.py`;
+one batch's scores: `pipeline/evaluate/scoring.py`; videos and image batches: `pipeline/evaluate/units.py`;
+the resume cache: `pipeline/evaluate/cache.py`; when the report is up to date: `pipeline/evaluate/stage.py`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from models.device import resolve_device
 from pipeline.common.progress import Progress
+from pipeline.common.settings import output_settings
 from pipeline.evaluate import baselines as base
 from pipeline.evaluate import fixations as fx
 from pipeline.evaluate import report as rep
@@ -32,6 +33,7 @@ from pipeline.evaluate.cache import CACHE_NAME, ScoreCache, cache_key
 from pipeline.evaluate.config import SHUFFLE_VARIANTS, EvaluateConfig, EvaluateError, EvaluateSummary, resolve_shuffle
 from pipeline.evaluate.maps import open_map_sources
 from pipeline.evaluate.scoring import EvaluateContext, cpu_threads
+from pipeline.evaluate.stage import inputs_stamp
 from pipeline.evaluate.units import evaluate_images, evaluate_videos, image_units
 
 
@@ -58,6 +60,7 @@ def run_evaluate(fixations: Path, workspace: Path, config: EvaluateConfig,
     device = resolve_device(config.device)
     cam = base.CamBaseline(config.baseline, device) if {base.CAM, base.CENTER_CAM} & set(baselines) else None
     workspace.mkdir(parents=True, exist_ok=True)
+    stamp = inputs_stamp(Path(fixations), workspace, config)  # of the inputs as they are when scoring starts
     settings_key = cache_key(config.scoring_settings(), shuffle, sorted(baselines), source.layout)
     context = EvaluateContext(config, device, sources, baselines, cam, problems, ScoreCache(workspace / CACHE_NAME),
                               progress, summary, settings_key)
@@ -74,7 +77,9 @@ def run_evaluate(fixations: Path, workspace: Path, config: EvaluateConfig,
             progress.close()
             context.cache.keep_only(context.used_keys)
             seconds = time.perf_counter() - began
-            report = rep.build_report(results, _report_settings(config, shuffle, context, source), problems, seconds)
+            settings = {**_report_settings(config, shuffle, context, source), "inputs_stamp": stamp,
+                        "output_settings": output_settings(config)}  # what `avfix status` compares
+            report = rep.build_report(results, settings, problems, seconds)
             # Written last, each file atomically: an interrupted run leaves the previous report or none.
             written = rep.write_report(report, workspace, examples=[r.get("example_data", []) for r in results])
             summary.report_md, summary.report_json, summary.plots = written.markdown, written.json, written.plots

@@ -33,66 +33,23 @@ from pipeline.common.audio_features import (
     frame_audio_features,
     resample_to_16k,
 )
-from pipeline.common.files import sha256_file
-from pipeline.common.flow import FlowComputer, FlowConfig
+from pipeline.common.files import file_stamp, sha256_file
+from pipeline.common.flow import FlowComputer
 from pipeline.common.inputs import InputSet, discover
 from pipeline.common.progress import Progress
 from pipeline.common.read_ahead import read_ahead
 from pipeline.common.scheduling import SchedulerConfig, dask_client
+from pipeline.common.settings import jsonable, output_settings
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.stage import extracted_video_state, video_fingerprint
+from pipeline.stage import COMPLETE
 from stores import features as fstore
 from stores import zarr_io
 from stores.records import VideoRecord
 
 log = logging.getLogger(__name__)
 
-MIN_FRAMES = 3
 AUDIO_MARGIN_S = 0.1  # decoded on each side of a segment so resampling has no edge effects inside it
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Settings of the extract stage. Only `output_settings()` enters the fingerprint."""
-
-    fps: float | None = None  # None: the native frame rate
-    size: int = 356
-    keep_aspect: bool = False
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    audio: AudioWindowConfig = field(default_factory=AudioWindowConfig)
-    segment_frames: int = 512
-    decoder_threads: int = 0  # 0: as cpu_threads
-    # Threads each task gives OpenCV and torch (0: their own choice, one per core). A task already runs
-    # three threads of its own (read-ahead decoding, flow and audio, writing), which kept both cores of
-    # our 2-core machine busy; the libraries' own pools on top only fought them (1 thread: 5.4 ms of CPU
-    # per 720p frame; their default: 7.2 ms, and 20% fewer frames/s).
-    cpu_threads: int = 1
-    # Videos with fewer frames fail. Training needs t-1, t, t+1; predict clamps them and accepts 1.
-    min_frames: int = MIN_FRAMES
-
-    def __post_init__(self) -> None:
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.size < 16:
-            raise ValueError(f"size must be at least 16 pixels, got {self.size}")
-        if self.flow.method not in ("dis", "none"):
-            raise ValueError(f"flow must be 'dis' or 'none', got {self.flow.method!r}")
-        if not 0 < self.flow.scale <= 1:
-            raise ValueError(f"flow scale must be in (0, 1], got {self.flow.scale}")
-        if self.segment_frames % fstore.CHUNK_T:
-            raise ValueError(f"segment_frames must be a multiple of {fstore.CHUNK_T}")
-        if self.min_frames < 1:
-            raise ValueError(f"min_frames must be at least 1, got {self.min_frames}")
-
-    def output_settings(self) -> dict[str, Any]:
-        return {
-            "fps": self.fps,
-            "size": self.size,
-            "keep_aspect": self.keep_aspect,
-            "flow": asdict(self.flow),
-            "audio_window_s": self.audio.seconds,
-            "audio_sample_rate": SAMPLE_RATE,
-            "audio_alignment": "window starts at the frame time",
-            "resize": "swscale area",
-        }
 
 
 # --- tasks (run on dask workers; arguments and results are small and picklable) ---------------
@@ -122,11 +79,6 @@ class SegmentOutcome:
     error: str | None = None
 
 
-def stat_source(path: Path) -> SourceStat:
-    st = path.stat()
-    return SourceStat(size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
 def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
     path = Path(record.path)
     try:
@@ -136,7 +88,8 @@ def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
             raise media.MediaError("is a folder, not a video file")
         if not os.access(path, os.R_OK):
             raise media.MediaError("cannot read the file (permission denied)")
-        stat = stat_source(path)
+        st = path.stat()
+        stat = SourceStat(size=st.st_size, mtime_ns=st.st_mtime_ns)
         if stat.size == 0:
             raise media.MediaError("empty file (0 bytes)")
         found = media.probe(path)
@@ -147,8 +100,8 @@ def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
         return ProbeOutcome(record, found, stat)
     except media.MediaError as exc:
         return ProbeOutcome(record, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - any failure of one input must not stop the others
-        return ProbeOutcome(record, error=f"{type(exc).__name__}: {exc}")
+    except OSError as exc:  # the file could not be read; any other exception is a bug and stops the run
+        return ProbeOutcome(record, error=f"cannot read: {exc.strerror or exc}")
 
 
 def segment_task(
@@ -160,7 +113,7 @@ def segment_task(
         return SegmentOutcome(video_id, start, stop - start, time.perf_counter() - began)
     except media.MediaError as exc:
         return SegmentOutcome(video_id, start, 0, time.perf_counter() - began, str(exc))
-    except Exception as exc:  # noqa: BLE001
+    except OSError as exc:  # reading the source or writing the store failed; anything else is a bug
         return SegmentOutcome(video_id, start, 0, time.perf_counter() - began, f"{type(exc).__name__}: {exc}")
 
 
@@ -271,28 +224,6 @@ def video_shape(probe_: media.MediaProbe, config: ExtractConfig) -> fstore.Video
     )
 
 
-def video_fingerprint(config: ExtractConfig, source_sha256: str) -> str:
-    return zarr_io.fingerprint(
-        [config.output_settings(), source_sha256, zarr_io.SCHEMA_VERSION, zarr_io.package_version()]
-    )
-
-
-def _unchanged_and_complete(root: Any, record: VideoRecord, config: ExtractConfig) -> bool:
-    """Cheap skip: complete, same size and mtime as when extracted (so the same hash), same settings."""
-    attrs = fstore.video_attrs(root, record.video_id)
-    if not attrs or attrs.get("status") != zarr_io.STATUS_COMPLETE:
-        return False
-    try:
-        stat = stat_source(Path(record.path))
-    except OSError:
-        return False
-    if attrs.get("source_size") != stat.size or attrs.get("source_mtime_ns") != stat.mtime_ns:
-        return False
-    if attrs.get("source_path") != str(Path(record.path).resolve()):
-        return False
-    return attrs.get("fingerprint") == video_fingerprint(config, attrs.get("source_sha256", ""))
-
-
 def segment_bounds(
     times: np.ndarray, keyframe_times: np.ndarray, segment_frames: int, chunk: int = fstore.CHUNK_T
 ) -> list[tuple[int, int]]:
@@ -347,40 +278,22 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
     times = media.target_times(probe_, config.fps)
     job.bounds = dict(segment_bounds(times, probe_.keyframe_times, config.segment_frames))
     starts = sorted(job.bounds)
-    attrs = fstore.video_attrs(root, record.video_id) or {}
-    if attrs.get("status") == zarr_io.STATUS_IN_PROGRESS and attrs.get("pending_fingerprint") == fingerprint:
+    attrs = fstore.SCHEMA.read_video(root, record.video_id)
+    if attrs is not None and attrs.status == zarr_io.STATUS_IN_PROGRESS and attrs.pending_fingerprint == fingerprint:
         # Pairs, so a segment counts only when cut the same way (how cuts are chosen may change).
-        done = {tuple(pair) for pair in attrs.get("segments_done", []) if isinstance(pair, list)}
+        done = {tuple(pair) for pair in attrs.segments_done if isinstance(pair, list)}
         job.done_segments = sorted(s for s in starts if (s, job.bounds[s]) in done)
         return job, [s for s in starts if s not in job.done_segments]
-    group = fstore.preallocate_video(
-        root,
-        record.video_id,
-        shape,
-        {
-            "label": record.label,
-            "source_path": str(Path(record.path).resolve()),
-            "source_size": outcome.stat.size,
-            "source_mtime_ns": outcome.stat.mtime_ns,
-            "source_sha256": outcome.stat.sha256,
-            "source_codec": probe_.codec,
-            "source_width": probe_.width,
-            "source_height": probe_.height,
-            "source_fps": probe_.native_fps,
-            "source_frames": probe_.n_source_frames,
-            "fps": config.fps or probe_.native_fps,
-            "n_frames": shape.n_frames,
-            "width": shape.width,
-            "height": shape.height,
-            "has_audio": probe_.has_audio,
-            "source_audio_rate": probe_.audio_rate,
-            "source_audio_channels": probe_.audio_channels,
-            "settings": config.output_settings(),
-            "pending_fingerprint": fingerprint,
-            "segments_done": [],
-            "avfix_version": zarr_io.package_version(),
-        },
-    )
+    video = fstore.FeaturesVideo(
+        label=record.label, source_path=str(Path(record.path).resolve()), source_size=outcome.stat.size,
+        source_mtime_ns=outcome.stat.mtime_ns, source_sha256=outcome.stat.sha256, source_codec=probe_.codec,
+        source_width=probe_.width, source_height=probe_.height, source_fps=probe_.native_fps,
+        source_frames=probe_.n_source_frames, source_audio_rate=probe_.audio_rate,
+        source_audio_channels=probe_.audio_channels, fps=config.fps or probe_.native_fps, n_frames=shape.n_frames,
+        width=shape.width, height=shape.height, has_audio=probe_.has_audio, settings=output_settings(config),
+        pending_fingerprint=fingerprint,
+    )  # fmt: skip
+    group = fstore.SCHEMA.create_video(root, record.video_id, video, shape.array_shapes())
     fstore.write_axes(group, times - times[0], *_audio_axes(config.audio))
     return job, starts
 
@@ -402,19 +315,21 @@ def run_extract(
     """
     began = time.perf_counter()
     inputs: InputSet = discover(source, require_labels)
-    store = Path(store) if store is not None else fstore.store_path(workspace)
+    store = Path(store) if store is not None else fstore.SCHEMA.path(workspace)
     Path(workspace).mkdir(parents=True, exist_ok=True)
-    root = fstore.open_for_writing(store)
-    classes = sorted(set(root.attrs.get("classes", [])) | set(inputs.classes))
-    fstore.write_store_attrs(root, classes, config.output_settings())
+    root = fstore.SCHEMA.open_for_writing(store)
+    recorded = fstore.SCHEMA.read_store(root)
+    classes = sorted(set(recorded.classes) | set(inputs.classes))
+    fstore.SCHEMA.update_store(root, classes=classes, settings=output_settings(config), config=jsonable(config))
     summary = ExtractSummary(store=str(store))
     progress = progress or Progress(enabled=False)
-    failures = zarr_io.failures_of(root)
+    failures = recorded.failures
     report = on_failure or (lambda path, reason: None)
 
     def fail(video_id: str, path: str, reason: str) -> None:
         summary.failed += 1
-        failures[video_id] = {"path": path, "reason": reason}
+        # The input's stamp: `avfix run` does not retry a failure whose file did not change.
+        failures[video_id] = {"path": path, "reason": reason, "input": file_stamp(path)}
         summary.failures.append({"video_id": video_id, "path": path, "reason": reason})
         report(path, reason)
         progress.advance_video()
@@ -425,7 +340,8 @@ def run_extract(
 
     todo = []
     for record in inputs.records:
-        if _unchanged_and_complete(root, record, config):
+        state = extracted_video_state(record, fstore.SCHEMA.read_video(root, record.video_id), config, None)
+        if state.state == COMPLETE:
             summary.skipped += 1
             failures.pop(record.video_id, None)
             progress.advance_video()
@@ -438,7 +354,7 @@ def run_extract(
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        zarr_io.record_failures(root, failures)
+        fstore.SCHEMA.update_store(root, failures=failures)
         progress.close()
         zarr_io.consolidate(store)
     summary.seconds = time.perf_counter() - began
@@ -506,14 +422,15 @@ def _on_segment(root, result: SegmentOutcome, jobs, summary, failures, fail, pro
     job.done_segments.append(result.start)
     group = zarr_io.video_group(root, job.record.video_id)
     # [start, stop] pairs: let an interrupted video resume
-    group.attrs["segments_done"] = [[s, job.bounds[s]] for s in sorted(job.done_segments)]
+    fstore.SCHEMA.update_video(group, segments_done=[[s, job.bounds[s]] for s in sorted(job.done_segments)])
     if not job.pending:
         _finish_video(root, job, summary, failures, progress)
 
 
 def _finish_video(root: Any, job: _VideoJob, summary: ExtractSummary, failures: dict, progress: Progress) -> None:
     """All segments are written: only now is the video marked complete."""
-    zarr_io.mark_complete(zarr_io.video_group(root, job.record.video_id), job.fingerprint)
+    fstore.SCHEMA.mark_complete(zarr_io.video_group(root, job.record.video_id), job.fingerprint,
+                                ExtractConfig.ALGORITHM_VERSION)
     failures.pop(job.record.video_id, None)
     summary.done += 1
     progress.advance_video()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,19 +26,29 @@ import numpy as np
 import torch
 
 from models.device import autocast, resolve_device
-from models.sta import PAPER_BLUR_SIGMA, STANet, postprocess_saliency
+from models.sta import STANet, postprocess_saliency
 from pipeline.common import media
-from pipeline.common.audio_features import AudioWindowConfig
-from pipeline.common.errors import BadInput
-from pipeline.common.files import sha256_file
-from pipeline.common.flow import FlowConfig
+from pipeline.common.files import file_stamp, sha256_file
 from pipeline.common.inputs import discover
 from pipeline.common.progress import Progress
 from pipeline.common.scheduling import SchedulerConfig
-from pipeline.extract.run import ExtractConfig, run_extract
-from pipeline.predict.overlay import colormap_lut, write_overlay
+from pipeline.common.settings import jsonable, output_settings
+from pipeline.extract.run import run_extract
+from pipeline.predict.config import MAPS, PredictConfig
+from pipeline.predict.overlay import write_overlay
+from pipeline.predict.stage import (
+    PredictError,
+    extract_config_for,
+    features_path,
+    find_checkpoint,
+    maps_fingerprint,
+    overlay_fingerprint,
+    overlay_path,
+    predicted_video_state,
+)  # fmt: skip
+from pipeline.stage import COMPLETE
 from pipeline.train.augment import resize_flow, resize_frames
-from pipeline.train.checkpoints import checkpoint_dir, load_checkpoint
+from pipeline.train.checkpoints import load_checkpoint
 from pipeline.train.config import TrainError
 from pipeline.train.model import build_sta
 from stores import features as fstore
@@ -47,36 +57,7 @@ from stores import zarr_io
 
 log = logging.getLogger(__name__)
 
-PREDICT_FEATURES = "predict-features.zarr"
-OVERLAYS = "overlays"
 MIN_CONTEXT_FRAMES = 3  # t−1, t, t+1
-
-
-class PredictError(BadInput):
-    """predict cannot run at all (no checkpoint, an unreadable one, no inputs)."""
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    checkpoint: str | None = None  # None: WS/checkpoints/sta/best.pt, else last.pt
-    batch_size: int = 16
-    device: str = "auto"
-    amp: bool = True  # CUDA only
-    overlay: bool = False
-    overlay_alpha: float = 0.5
-    colormap: str = "jet"
-    blur_sigma: float = PAPER_BLUR_SIGMA  # at a 356-pixel map (SPEC §4.6); scaled with the map size
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        if not 0 <= self.overlay_alpha <= 1:
-            raise ValueError(f"overlay_alpha must be in [0, 1], got {self.overlay_alpha}")
-        if self.overlay:
-            colormap_lut(self.colormap)  # an unknown name fails before any work
-
-    def output_settings(self) -> dict[str, Any]:
-        return {"blur_sigma_at_356": self.blur_sigma, "postprocess": "SPEC 4.6 (quantise, blur, max-normalise, resize)"}
 
 
 @dataclass
@@ -113,19 +94,6 @@ class PredictSummary:
         return {**asdict(self), "ok": self.ok}
 
 
-def find_checkpoint(workspace: Path, explicit: str | Path | None) -> Path:
-    if explicit is not None:
-        path = Path(explicit)
-        if not path.is_file():
-            raise PredictError(f"{path}: no such checkpoint")
-        return path
-    folder = checkpoint_dir(workspace)
-    for name in ("best.pt", "last.pt"):
-        if (folder / name).is_file():
-            return folder / name
-    raise PredictError(f"no STA checkpoint in {folder} (run `avfix train` first, or pass --checkpoint)")
-
-
 def load_model(path: Path, device: torch.device) -> tuple[STANet, dict[str, Any]]:
     try:
         saved = load_checkpoint(path)
@@ -137,22 +105,6 @@ def load_model(path: Path, device: torch.device) -> tuple[STANet, dict[str, Any]
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise PredictError(f"{path}: the STA checkpoint does not fit its own settings ({exc})") from exc
     return model.to(device).eval(), saved
-
-
-def extract_config_for(workspace: Path, saved: dict[str, Any]) -> ExtractConfig:
-    """The extract settings the network was trained on (recorded in the checkpoint, else those of
-    WS/features.zarr, else the defaults); flow only when the network reads it; any length accepted."""
-    settings = saved.get("features_settings") or {}
-    if not settings and fstore.store_path(workspace).exists():
-        settings = dict(fstore.open_for_reading(fstore.store_path(workspace)).attrs.get("settings", {}))
-    flow = FlowConfig(**settings["flow"]) if settings.get("flow") else FlowConfig()
-    if not saved["model_settings"]["sta"].get("use_flow"):
-        flow = FlowConfig(method="none", scale=flow.scale, preset=flow.preset)  # not read: not computed
-    return ExtractConfig(
-        fps=settings.get("fps"), size=int(settings.get("size", 356)),
-        keep_aspect=bool(settings.get("keep_aspect", False)), flow=flow,
-        audio=AudioWindowConfig(seconds=float(settings.get("audio_window_s", 0.5))), min_frames=1,
-    )  # fmt: skip
 
 
 def run_predict(
@@ -172,13 +124,13 @@ def run_predict(
     checkpoint = find_checkpoint(workspace, config.checkpoint)
     model, saved = load_model(checkpoint, device)
     checkpoint_sha = sha256_file(checkpoint)
-    store = pred_store.store_path(workspace)
+    store = pred_store.SCHEMA.path(workspace)
     summary = PredictSummary(store=str(store), checkpoint=str(checkpoint))
     records = discover(videos, require_labels=False).records
 
-    features_path = workspace / PREDICT_FEATURES
+    decoded_path = features_path(workspace)
     extracted = run_extract(videos, workspace, extract_config_for(workspace, saved), scheduler or SchedulerConfig(),
-                            progress, on_failure, store=features_path, require_labels=False)  # fmt: skip
+                            progress, on_failure, store=decoded_path, require_labels=False)  # fmt: skip
     summary.failed += extracted.failed
     summary.failures += extracted.failures
     if extracted.interrupted:
@@ -186,37 +138,40 @@ def run_predict(
         summary.seconds = time.perf_counter() - began
         return summary
 
-    features = fstore.open_for_reading(features_path)
-    complete = set(fstore.complete_videos(features))
-    root = pred_store.open_for_writing(store)
-    pred_store.write_store_attrs(root, {
-        "checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": checkpoint_sha,
-        "settings": config.output_settings(), "features_store": str(features_path),
-    })  # fmt: skip
-    failures = zarr_io.failures_of(root)
+    features = fstore.SCHEMA.open_for_reading(decoded_path)
+    complete = set(fstore.SCHEMA.complete_videos(features))
+    root = pred_store.SCHEMA.open_for_writing(store)
+    recorded = pred_store.SCHEMA.read_store(root)
+    pred_store.SCHEMA.update_store(
+        root, checkpoint=str(checkpoint.resolve()), checkpoint_sha256=checkpoint_sha,
+        settings=output_settings(config, MAPS), config=jsonable(config), features_store=str(decoded_path),
+    )  # fmt: skip
+    failures = recorded.failures
     for failure in extracted.failures:
-        failures[failure["video_id"]] = {"path": failure["path"], "reason": failure["reason"]}
+        failures[failure["video_id"]] = {"path": failure["path"], "reason": failure["reason"],
+                                         "input": file_stamp(failure["path"])}  # fmt: skip
     failed_now = {f["video_id"] for f in extracted.failures}
     todo = [r for r in records if r.video_id in complete and r.video_id not in failed_now]
-    context = _Context(model, saved, checkpoint_sha, config, device, workspace, features, features_path, root)
+    context = _Context(model, saved, checkpoint_sha, config, device, workspace, features, decoded_path, root)
     progress.start(len(todo))
     try:
         for record in todo:
             try:
                 _predict_video(context, record.video_id, summary, progress)
                 failures.pop(record.video_id, None)
-            except (media.MediaError, ValueError, RuntimeError, OSError) as exc:
+            except (media.MediaError, OSError) as exc:  # this video's input; any other exception is a bug
                 reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, media.MediaError) else str(exc)
                 summary.failed += 1
                 summary.failures.append({"video_id": record.video_id, "path": str(record.path), "reason": reason})
-                failures[record.video_id] = {"path": str(record.path), "reason": reason}
+                failures[record.video_id] = {"path": str(record.path), "reason": reason,
+                                             "input": file_stamp(record.path)}  # fmt: skip
                 report(str(record.path), reason)
             progress.advance_video()
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         progress.close()
-        zarr_io.record_failures(root, failures)
+        pred_store.SCHEMA.update_store(root, failures=failures)
         zarr_io.consolidate(store)
     summary.seconds = time.perf_counter() - began
     return summary
@@ -239,46 +194,54 @@ class _Context:
 
 def _predict_video(context: _Context, video_id: str, summary: PredictSummary, progress: Progress) -> None:
     config, root = context.config, context.root
-    attrs = fstore.video_attrs(context.features, video_id) or {}
-    n_frames = int(attrs["n_frames"])
-    source_hw = (int(attrs["source_height"]), int(attrs["source_width"]))
+    decoded = fstore.SCHEMA.read_video(context.features, video_id)
+    assert decoded is not None
+    n_frames = decoded.n_frames
+    source_hw = (decoded.source_height, decoded.source_width)
     if n_frames < MIN_CONTEXT_FRAMES:
         summary.short_videos[video_id] = n_frames
-    fingerprint = zarr_io.fingerprint([context.checkpoint_sha, config.output_settings(), attrs.get("fingerprint")])
-    overlay_path = context.workspace / OVERLAYS / f"{video_id}.mp4"
-    if pred_store.is_up_to_date(root, video_id, fingerprint):
+    fingerprint = maps_fingerprint(context.checkpoint_sha, config, str(decoded.fingerprint))
+    overlay = overlay_path(context.workspace, video_id)
+    attrs = pred_store.SCHEMA.read_video(root, video_id)
+    state = predicted_video_state(video_id, attrs, fingerprint, replace(config, overlay=False), False, {}, None, None)
+    group = zarr_io.video_group(root, video_id)
+    if state.state == COMPLETE:
+        assert attrs is not None and group is not None
         summary.skipped += 1
         summary.frames += n_frames
-        summary.empty_maps += int((pred_store.video_attrs(root, video_id) or {}).get("empty_maps", 0))
+        summary.empty_maps += attrs.empty_maps
     else:
         progress.add_frames(n_frames)
-        group = pred_store.preallocate_video(root, video_id, n_frames, *source_hw, {
-            "source_path": attrs.get("source_path"), "source_sha256": attrs.get("source_sha256"),
-            "fps": attrs.get("fps"), "features_settings": attrs.get("settings"),
-            "checkpoint_sha256": context.checkpoint_sha,
-        })  # fmt: skip
+        overlay.unlink(missing_ok=True)  # stale: the maps change
+        video = pred_store.PredictionsVideo(
+            source_path=decoded.source_path, source_sha256=decoded.source_sha256, fps=decoded.fps,
+            n_frames=n_frames, height=source_hw[0], width=source_hw[1], features_settings=decoded.settings,
+            checkpoint_sha256=context.checkpoint_sha, short_video=n_frames < MIN_CONTEXT_FRAMES,
+        )  # fmt: skip
+        group = pred_store.SCHEMA.create_video(root, video_id, video, pred_store.array_shapes(n_frames, *source_hw))
         reader = fstore.VideoReader(context.features_path, video_id)
-        pred_store.write_times(group, reader.read(fstore.TIMES.name, 0, n_frames))
+        group[pred_store.TIMES.name][:] = reader.read(fstore.TIMES.name, 0, n_frames)
         empty = 0
         for start in range(0, n_frames, config.batch_size):
             stop = min(start + config.batch_size, n_frames)
-            maps = predict_frames(context.model, reader, start, stop, bool(attrs.get("has_audio")), context.saved,
+            maps = predict_frames(context.model, reader, start, stop, decoded.has_audio, context.saved,
                                   source_hw, config, context.device)  # fmt: skip
             pred_store.write_frames(group, start, maps, np.ones(stop - start, dtype=bool))
             empty += int((maps.reshape(maps.shape[0], -1).max(axis=1) == 0).sum())
             progress.advance_frames(stop - start)
-        extra = {"short_video": n_frames < MIN_CONTEXT_FRAMES, "empty_maps": empty}
-        pred_store.mark_complete(group, fingerprint, extra)
+        pred_store.SCHEMA.mark_complete(group, fingerprint, config.ALGORITHM_VERSION, empty_maps=empty)
         summary.empty_maps += empty
         summary.done += 1
         summary.frames += n_frames
-        overlay_path.unlink(missing_ok=True)  # stale: the maps changed
-    if config.overlay and not overlay_path.exists():
+    wanted = overlay_fingerprint(fingerprint, config)
+    attrs = pred_store.SCHEMA.read_video(root, video_id)
+    if config.overlay and (not overlay.exists() or attrs.overlay_fingerprint != wanted):
         write_overlay(
-            attrs["source_path"], overlay_path, attrs["settings"].get("fps"), n_frames,
+            decoded.source_path, overlay, decoded.settings.get("fps"), n_frames,
             lambda start, stop: pred_store.read_saliency(root, video_id, start, stop)[0],
             alpha=config.overlay_alpha, colormap=config.colormap,
         )  # fmt: skip
+        pred_store.SCHEMA.update_video(group, overlay_fingerprint=wanted)
         summary.overlays += 1
 
 

@@ -22,50 +22,47 @@ from pipeline.common.progress import Progress
 from pipeline.pseudolabel.batches import classifier_logits
 from pipeline.pseudolabel.classifier_loop import TrainResult, train_classifier
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
-from stores import zarr_io
+from pipeline.pseudolabel.stage import COARSE, EVENT_MODEL, FINE, TrainingKey, checkpoint_folder, classifier_fingerprint
+from stores import features as fstore
 from stores.datasets import FrameItem, FrameSamples
 
 BRANCHES = (Branch.S, Branch.ST, Branch.SA)
-EVENT_MODEL = "event_audio"
 
 # Per video: selection boxes in stored-frame pixels (T, 4) and whether each frame has one (T,).
 Boxes = dict[str, tuple[np.ndarray, np.ndarray]]
 Keep = Callable[[VideoInfo, int], bool]
 
 
-def checkpoint_folder(workspace: Path) -> Path:
-    return workspace / "checkpoints" / "pseudolabel"
-
-
 class ClassifierTrainer:
     """Trains (or reuses) each classifier with a shared checkpoint folder and fingerprint base."""
 
-    def __init__(self, workspace: Path, config: PseudolabelConfig, classes: list[str], train_videos: list[VideoInfo],
+    def __init__(self, workspace: Path, config: PseudolabelConfig, key: TrainingKey, train_videos: list[VideoInfo],
                  val_videos: list[VideoInfo], device: torch.device, report: Callable[[str], None],
-                 progress: Progress, inputs_key: dict[str, Any]) -> None:  # fmt: skip
+                 progress: Progress) -> None:  # fmt: skip
         self.folder = checkpoint_folder(workspace)
         self.config = config
-        self.features_path = workspace / "features.zarr"
-        self.classes = classes
+        self.features_path = fstore.SCHEMA.path(workspace)
+        self.key = key
         self.train_videos = train_videos
         self.val_videos = val_videos
         self.device = device
         self.report = report
         self.progress = progress
-        self.data_key = [sorted((v.video_id, v.fingerprint) for v in train_videos), sorted(v.video_id for v in val_videos)]
-        self.inputs_key = inputs_key  # hashes of weight files the classifiers start from
         self.results: dict[str, TrainResult] = {}
 
-    def fingerprint(self, name: str, upstream: list[str], extra: dict[str, Any] | None = None) -> str:
-        hashes = [self.results[d].sha256 for d in upstream if d in self.results]
-        return zarr_io.fingerprint([name, self.config.classifier_settings(), self.inputs_key, self.classes,
-                                    self.data_key, hashes, extra or {}])  # fmt: skip
+    @property
+    def classes(self) -> list[str]:
+        return self.key.classes
 
-    def train(self, name: str, model: nn.Module, train_set: FrameSamples, val_set: FrameSamples, forward: Any,
-              upstream: list[str], extra: dict[str, Any] | None = None) -> TrainResult:  # fmt: skip
+    def shas(self) -> dict[str, str]:
+        """The checkpoints trained (or reused) so far, by name."""
+        return {name: result.sha256 for name, result in self.results.items()}
+
+    def train(self, name: str, model: nn.Module, train_set: FrameSamples, val_set: FrameSamples,
+              forward: Any) -> TrainResult:  # fmt: skip
         result = train_classifier(
             name, model, train_set, val_set, forward, self.config.train, self.folder / f"{name}.pt",
-            self.fingerprint(name, upstream, extra), self.device, self.report, self.progress,
+            classifier_fingerprint(name, self.config, self.key, self.shas()), self.device, self.report, self.progress,
         )  # fmt: skip
         self.results[name] = result
         return result
@@ -113,7 +110,7 @@ def train_event_classifier(trainer: ClassifierTrainer) -> AudioEventClassifier |
         EVENT_MODEL, model,
         FrameSamples(trainer.features_path, train_items, audio=True, frames=False),
         FrameSamples(trainer.features_path, val_items, audio=True, frames=False),
-        lambda net, batch, train: (net(batch["audio"].unsqueeze(1)), batch["label"]), [],
+        lambda net, batch, train: (net(batch["audio"].unsqueeze(1)), batch["label"]),
     )  # fmt: skip
     return model
 
@@ -135,10 +132,9 @@ def train_coarse(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], wi
             trainer.report(f"{branch}_coarse: no training frame has event-related audio; the SA branch is skipped")
             continue
         model = build_classifier(config, branch, Stage.COARSE, len(trainer.classes))
-        upstream = [EVENT_MODEL] if branch == Branch.SA else []
         trainer.train(
-            f"{branch}_coarse", model, *_datasets(trainer, branch, train_items, val_items),
-            _forward(config.coarse_size, event_of, train_items, val_items, branch), upstream,
+            f"{branch}{COARSE}", model, *_datasets(trainer, branch, train_items, val_items),
+            _forward(config.coarse_size, event_of, train_items, val_items, branch),
         )  # fmt: skip
         models[branch] = model
     return models
@@ -148,7 +144,6 @@ def train_fine(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], boxe
                branches: list[Branch]) -> dict[Branch, SCAMClassifier]:  # fmt: skip
     """Each branch retrained on the crops of the frames the coarse stage selected a region in (SPEC §3.2)."""
     config = trainer.config
-    upstream = [EVENT_MODEL] + [f"{b}_coarse" for b in branches]
     models: dict[Branch, SCAMClassifier] = {}
     has_box: Keep = lambda video, t: bool(boxes[video.video_id][1][t])  # noqa: E731
     for branch in branches:
@@ -163,9 +158,8 @@ def train_fine(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], boxe
             continue
         model = build_classifier(config, branch, Stage.FINE, len(trainer.classes))
         trainer.train(
-            f"{branch}_fine", model, *_datasets(trainer, branch, train_items, val_items),
-            _forward(config.fine_size, event_of, train_items, val_items, branch, boxes), upstream,
-            extra=config.map_settings(),
+            f"{branch}{FINE}", model, *_datasets(trainer, branch, train_items, val_items),
+            _forward(config.fine_size, event_of, train_items, val_items, branch, boxes),
         )  # fmt: skip
         models[branch] = model
     return models

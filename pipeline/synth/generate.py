@@ -35,6 +35,7 @@ from pipeline import __version__
 from pipeline.common.errors import BadInput
 from pipeline.common.files import atomic_output, write_text_atomic
 from pipeline.common.progress import Progress
+from pipeline.common.settings import output_setting
 from pipeline.synth.classes import MAX_CLASSES, ClassSpec, class_specs
 from pipeline.synth.render import Background, Track, draw_objects, smooth_path
 from pipeline.synth.sound import soundtrack
@@ -63,21 +64,21 @@ class SynthError(BadInput):
 class SynthConfig:
     """What to generate. The defaults are the demo-sized set (4 × 6 videos of 4 s, 10 fps, 128²)."""
 
-    classes: int = 4
-    videos_per_class: int = 6
-    seconds: float = 4.0
-    fps: float = 10.0
-    width: int = 128
-    height: int = 128
-    distractors: int = 2
-    silent_fraction: float = 0.2
-    seed: int = 0
-    audio_rate: int = 16000
-    radius_fraction: tuple[float, float] = (0.10, 0.15)  # of the shorter side
-    distractor_scale: float = 0.7
-    object_speed: tuple[float, float] = (0.15, 0.35)  # shorter sides per second
-    background_speed: float = 0.04  # shorter sides per second
-    crf: int = 18
+    classes: int = output_setting(4)
+    videos_per_class: int = output_setting(6)
+    seconds: float = output_setting(4.0)
+    fps: float = output_setting(10.0)
+    width: int = output_setting(128)
+    height: int = output_setting(128)
+    distractors: int = output_setting(2)
+    silent_fraction: float = output_setting(0.2)
+    seed: int = output_setting(0)
+    audio_rate: int = output_setting(16000)
+    radius_fraction: tuple[float, float] = output_setting((0.10, 0.15))  # of the shorter side
+    distractor_scale: float = output_setting(0.7)
+    object_speed: tuple[float, float] = output_setting((0.15, 0.35))  # shorter sides per second
+    background_speed: float = output_setting(0.04)  # shorter sides per second
+    crf: int = output_setting(18)
 
     def __post_init__(self) -> None:
         if not 2 <= self.classes <= MAX_CLASSES:

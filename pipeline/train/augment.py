@@ -23,15 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.common.settings import output_setting
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """SPEC §4.5: frames resized to 400, random 356 crop (a side fraction of 0.89), flip p = 0.5,
     rotation uniform in ±10°."""
 
-    crop_fraction: float = 356 / 400
-    flip_probability: float = 0.5
-    max_rotation_degrees: float = 10.0
+    crop_fraction: float = output_setting(356 / 400)
+    flip_probability: float = output_setting(0.5)
+    max_rotation_degrees: float = output_setting(10.0)
 
     def __post_init__(self) -> None:
         if not 0 < self.crop_fraction <= 1:

@@ -1,15 +1,17 @@
-"""The settings of the train stage: `STATrainConfig` (its SPEC defaults and the tiny CPU demo), the
-`paper` and `cpu` presets with the options that were given (`train_config`), and `TrainError`."""
+"""The settings of the train stage (`STATrainConfig`, each field classified by what it changes) and
+`TrainError`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from models.audio_encoder import AudioEncoderConfig
 from models.sta import LossWeights, STAConfig
 from pipeline.common.errors import BadInput
+from pipeline.common.settings import device_setting, output_setting, output_settings, path_setting, run_setting
 from pipeline.train.augment import AugmentConfig
+
+ARCHITECTURE = "architecture"  # the settings a checkpoint's network is built from
 
 
 class TrainError(BadInput):
@@ -19,42 +21,46 @@ class TrainError(BadInput):
 @dataclass(frozen=True)
 class STATrainConfig:
     """Defaults follow SPEC §4.4-4.5 (SGD 1e-3, momentum 0.9, 356 input, shared crop/flip/±10°) with the
-    offline ImageNet backbone; `cpu_demo()` is the tiny configuration for tests and the demo."""
+    offline ImageNet backbone. `epochs` and `max_steps` only say how long to train, so a finished run can
+    be extended and resumed (with the cosine schedule the total enters the learning rate of each step)."""
 
-    backbone: str = "efficientnet_lite0"
-    weights: str | None = None  # backbone weights file (e.g. the paper's ResNeXt-101 WSL)
-    random_init: bool = False
-    audio_weights: str | None = None  # a VGGSound ResNet-18 checkpoint for the audio encoder
-    input_size: int = 356
-    model: STAConfig = field(default_factory=STAConfig)
-    epochs: int = 15
-    max_steps: int | None = None
-    batch_size: int = 8  # per process
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    backbone_lr_scale: float = 1.0  # lr of the pretrained visual backbone relative to the rest
-    schedule: str = "constant"  # constant | cosine (per step, after `warmup_steps` of linear warm-up)
-    warmup_steps: int = 0
-    grad_clip: float = 5.0  # max global gradient norm; 0 = off
-    loss: LossWeights = field(default_factory=LossWeights)
-    teacher_forcing: bool = True  # gate = stored event_prob in training; False: the switch head's own
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    freeze_batchnorm: bool | None = None  # None: freeze the statistics of pretrained parts only
-    num_workers: int = 2  # reader threads (processes with `worker_processes`); 0 = read between steps
-    worker_processes: bool = False
-    shuffle_window: int = 8  # chunk blocks mixed per window of batches (see ChunkBatchSampler)
+    # Bumped when training makes other weights for the same data and settings.
+    ALGORITHM_VERSION: ClassVar[int] = 1
+
+    backbone: str = output_setting("efficientnet_lite0", scope=(ARCHITECTURE,))
+    weights: str | None = path_setting(None)  # backbone weights file (e.g. the paper's ResNeXt-101 WSL)
+    random_init: bool = output_setting(False)
+    audio_weights: str | None = path_setting(None)  # a VGGSound ResNet-18 checkpoint for the audio encoder
+    input_size: int = output_setting(356, scope=(ARCHITECTURE,))
+    model: STAConfig = output_setting(default_factory=STAConfig, scope=(ARCHITECTURE,))
+    epochs: int = run_setting(15)
+    max_steps: int | None = run_setting(None)
+    batch_size: int = output_setting(8)  # per process
+    optimizer: str = output_setting("sgd")  # sgd | adam | adamw
+    lr: float = output_setting(1e-3)
+    momentum: float = output_setting(0.9)
+    weight_decay: float = output_setting(0.0)
+    backbone_lr_scale: float = output_setting(1.0)  # lr of the pretrained visual backbone relative to the rest
+    schedule: str = output_setting("constant")  # constant | cosine (per step, after `warmup_steps` of linear warm-up)
+    warmup_steps: int = output_setting(0)
+    grad_clip: float = output_setting(5.0)  # max global gradient norm; 0 = off
+    loss: LossWeights = output_setting(default_factory=LossWeights)
+    teacher_forcing: bool = output_setting(True)  # gate = stored event_prob in training; False: the switch head's own
+    augment: AugmentConfig = output_setting(default_factory=AugmentConfig)
+    freeze_batchnorm: bool | None = output_setting(None)  # None: freeze the statistics of pretrained parts only
+    num_workers: int = run_setting(2)  # reader threads (processes with `worker_processes`); 0 = read between steps
+    worker_processes: bool = run_setting(False)
+    shuffle_window: int = output_setting(8)  # chunk blocks mixed per window of batches (see ChunkBatchSampler)
     # Interleaved batch streams; equal to the loader workers, each worker decodes only its own chunks.
     # Part of the data order (so of exact resume), hence a setting of its own rather than `num_workers`.
-    shuffle_streams: int = 2
-    val_fraction: float = 0.2  # used only for videos the pseudolabel stage gave no split
-    val_batch_size: int = 32
-    checkpoint_every: int = 200  # steps
-    log_every: int = 10  # steps between metrics.jsonl train lines
-    device: str = "auto"
-    amp: bool = True  # CUDA only
-    seed: int = 0
+    shuffle_streams: int = output_setting(2)
+    val_fraction: float = output_setting(0.2)  # used only for videos the pseudolabel stage gave no split
+    val_batch_size: int = run_setting(32)
+    checkpoint_every: int = run_setting(200)  # steps
+    log_every: int = run_setting(10)  # steps between metrics.jsonl train lines
+    device: str = device_setting("auto")
+    amp: bool = run_setting(True)  # CUDA only
+    seed: int = output_setting(0)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam", "adamw"):
@@ -68,53 +74,9 @@ class STATrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
 
-    @classmethod
-    def cpu_demo(cls, **overrides: Any) -> "STATrainConfig":
-        """Tiny backbone, 64 px input, narrow layers, Adam: trains on a CPU in a couple of minutes."""
-        base = cls(
-            backbone="tiny", random_init=True, input_size=64,
-            model=STAConfig(width=16, audio_channels=16, switch_hidden=32, flow_channels=8,
-                            audio_encoder=AudioEncoderConfig(width=8)),
-            epochs=8, batch_size=16, optimizer="adam", lr=2e-3, num_workers=0, val_batch_size=64,
-            checkpoint_every=50, log_every=5,
-        )  # fmt: skip
-        return replace(base, **overrides)
-
     def model_settings(self) -> dict[str, Any]:
-        """What the architecture depends on (a checkpoint must match it to be loaded)."""
-        return {"backbone": self.backbone, "input_size": self.input_size, "sta": self.model.to_dict(),
-                "audio_pooling": self.model.audio_encoder.pooling}  # fmt: skip
-
-    def run_settings(self) -> dict[str, Any]:
-        """What the weights of a step depend on besides the architecture and the data. Epochs, max_steps,
-        workers, device and logging are left out, so a finished run can be extended and resumed."""
-        return {
-            "weights": self.weights, "random_init": self.random_init, "audio_weights": self.audio_weights,
-            "batch_size": self.batch_size, "optimizer": self.optimizer, "lr": self.lr, "momentum": self.momentum,
-            "weight_decay": self.weight_decay, "backbone_lr_scale": self.backbone_lr_scale,
-            "schedule": self.schedule, "warmup_steps": self.warmup_steps, "grad_clip": self.grad_clip,
-            "loss": asdict(self.loss), "teacher_forcing": self.teacher_forcing, "augment": asdict(self.augment),
-            "freeze_batchnorm": self.freeze_batchnorm, "shuffle_window": self.shuffle_window,
-            "shuffle_streams": self.shuffle_streams,
-            "val_fraction": self.val_fraction, "seed": self.seed,
-        }  # fmt: skip
+        """What the architecture depends on (a checkpoint must match it to be loaded): the settings of
+        scope "architecture"."""
+        return output_settings(self, ARCHITECTURE)
 
 
-def train_config(preset: str, options: dict[str, Any]) -> STATrainConfig:
-    """The configuration of a preset ("paper" or "cpu") with the options that were given (not None)."""
-    if preset not in ("paper", "cpu"):
-        raise ValueError(f"unknown preset {preset!r} (paper or cpu)")
-    base = STATrainConfig.cpu_demo() if preset == "cpu" else STATrainConfig()
-    given = {key: value for key, value in options.items() if value is not None}
-    if "batchnorm" in given:
-        given["freeze_batchnorm"] = {"auto": None, "frozen": True, "train": False}[given.pop("batchnorm")]
-    model_keys = {"use_flow"}
-    loss_keys = {"kl_weight": "kl", "switch_weight": "switch"}
-    model = replace(base.model, **{k: given.pop(k) for k in list(given) if k in model_keys})
-    loss = replace(base.loss, **{loss_keys[k]: given.pop(k) for k in list(given) if k in loss_keys})
-    for key in ("weights", "audio_weights"):
-        if key in given:
-            given[key] = str(given[key])
-            if key == "weights":
-                given["random_init"] = False
-    return replace(base, model=model, loss=loss, **given)

@@ -13,7 +13,7 @@ from models.sta import STAConfig, STANet
 def build_sta(model_settings: dict[str, Any], weights: str | None = None, random_init: bool = True,
               audio_weights: str | None = None) -> STANet:  # fmt: skip
     """The STA network of `model_settings` (see `STATrainConfig.model_settings`)."""
-    sta = STAConfig(**model_settings["sta"])
+    sta = STAConfig(**model_settings["model"])
     backbone = build_backbone(model_settings["backbone"], weights, random_init=random_init and weights is None)
     audio = AudioEncoder(sta.audio_encoder)
     if audio_weights is not None:

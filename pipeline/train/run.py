@@ -42,20 +42,29 @@ from models.device import autocast
 from models.sta import STANet, sta_loss, weighted_nss
 from pipeline.common.files import save_torch_atomic
 from pipeline.common.progress import Progress
-from pipeline.common.settings_diff import jsonable
+from pipeline.common.settings import jsonable
 from pipeline.train.augment import augment_batch, draw_affine, resize_flow, resize_frames, resize_map
 from pipeline.train.checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_SCHEMA,
-    check_resumable,
     checkpoint_dir,
-    load_checkpoint,  # fmt: skip
+    load_checkpoint,
+    read_header,
     restore_rng,
     rng_states,
-)
+)  # fmt: skip
 from pipeline.train.config import STATrainConfig, TrainError
 from pipeline.train.model import build_sta
 from pipeline.train.processes import Distributed, StopRequest
+from pipeline.train.stage import (
+    BEST,
+    LAST,
+    METRICS,
+    checkpoint_header,
+    checkpoint_verdict,
+    training_data_key,
+    training_finished,
+)
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
@@ -279,7 +288,7 @@ class _Run:
     def checkpoint(self, name: str, with_training_state: bool = True) -> None:
         if not self.processes.is_main or self.in_step:
             return
-        if name == "last.pt" and self.saved_position == asdict(self.position):
+        if name == LAST and self.saved_position == asdict(self.position):
             return  # nothing new since the last save
         state = {**self.header, "model": self.model.state_dict(), "position": asdict(self.position),
                  "val": self.last_val, "avfix_version": zarr_io.package_version()}  # fmt: skip
@@ -289,7 +298,7 @@ class _Run:
                 "scaler": self.scaler.state_dict(), "rng": rng_states(),
             })  # fmt: skip
         save_torch_atomic(state, self.folder / name)
-        if name == "last.pt":
+        if name == LAST:
             self.saved_position = asdict(self.position)
 
     def log(self, record: dict[str, Any]) -> None:
@@ -328,10 +337,10 @@ class _Data:
 
 def _data(workspace: Path, config: STATrainConfig, processes: Distributed) -> _Data:
     """The training and validation samples of the workspace's stores, and the batch order."""
-    features_path, pseudo_path = fstore.store_path(workspace), pstore.store_path(workspace)
+    features_path, pseudo_path = fstore.SCHEMA.path(workspace), pstore.SCHEMA.path(workspace)
     try:
         videos, events, notes = index_videos(features_path, pseudo_path, config.val_fraction, config.seed)
-    except (FileNotFoundError, ValueError) as exc:
+    except (zarr_io.StoreError, SampleError) as exc:
         raise TrainError(str(exc)) from exc
     train_videos = [v for v in videos if v.split == "train"]
     if not any(v.gt_frames for v in train_videos):
@@ -358,47 +367,35 @@ def _data(workspace: Path, config: STATrainConfig, processes: Distributed) -> _D
         )
     if len(val_set) == 0:
         notes.append("no validation video has a pseudo-GT: no validation scores, no best.pt (predict uses last.pt)")
-    features, pseudo = fstore.open_for_reading(features_path), pstore.open_for_reading(pseudo_path)
-    pseudo_settings = dict(pseudo.attrs.get("settings", {}))
+    features, pseudo = fstore.SCHEMA.open_for_reading(features_path), pstore.SCHEMA.open_for_reading(pseudo_path)
+    pseudo_attrs = pstore.SCHEMA.read_store(pseudo)
     info = {
         "data_key": training_data_key(videos, pseudo),
-        "features_settings": dict(features.attrs.get("settings", {})),
-        "event_threshold": float(pseudo_settings.get("event_threshold", DEFAULT_EVENT_THRESHOLD)),
-        "classes": list(pseudo.attrs.get("classes", [])),
+        "features_settings": fstore.SCHEMA.read_store(features).settings,
+        "event_threshold": float(pseudo_attrs.settings.get("event_threshold", DEFAULT_EVENT_THRESHOLD)),
+        "classes": pseudo_attrs.classes,
     }
     return _Data(train_set, val_set, sampler, info, notes)
 
 
-def training_data_key(videos: list[Any], pseudo: Any) -> str:
-    """What a training run's data is, as recorded in its checkpoints: the videos with their split and
-    pseudo-label fingerprint, and the pseudolabel settings (`avfix status` compares it too)."""
-    return zarr_io.fingerprint([
-        sorted((v.video_id, v.split, _pseudo_fingerprint(pseudo, v.video_id)) for v in videos),
-        dict(pseudo.attrs.get("settings", {})),
-    ])  # fmt: skip
-
-
-def _pseudo_fingerprint(root: Any, video_id: str) -> str:
-    group = zarr_io.video_group(root, video_id)
-    return str(group.attrs.get("fingerprint")) if group is not None else ""
-
-
 def _existing_checkpoint(folder: Path, config: STATrainConfig, data_key: str, processes: Distributed,
                          restart: bool) -> dict[str, Any] | None:  # fmt: skip
-    """The checkpoint to resume from (checked to fit this run), or None to start anew."""
-    last = folder / "last.pt"
+    """The checkpoint to resume from (it fits this run, by `checkpoint_verdict`), or None to start anew."""
+    last = folder / LAST
     if not last.exists():
         return None
-    if restart:
-        processes.barrier()  # every process has seen the old files before rank 0 removes them
-        if processes.is_main:
-            for name in ("last.pt", "best.pt", "metrics.jsonl"):
-                (folder / name).unlink(missing_ok=True)
-        processes.barrier()
-        return None
-    saved = load_checkpoint(last)
-    check_resumable(last, saved, config, data_key)
-    return saved
+    if not restart:
+        verdict = checkpoint_verdict(read_header(last), config, data_key)
+        if verdict.restart:
+            raise TrainError(f"{last}: {verdict.reason}: use another workspace, or --restart to discard it and "
+                             "train anew")  # fmt: skip
+        return load_checkpoint(last)
+    processes.barrier()  # every process has seen the old files before rank 0 removes them
+    if processes.is_main:
+        for name in (LAST, BEST, METRICS):
+            (folder / name).unlink(missing_ok=True)
+    processes.barrier()
+    return None
 
 
 def _build_run(config: STATrainConfig, folder: Path, device: torch.device, processes: Distributed,
@@ -426,13 +423,12 @@ def _build_run(config: STATrainConfig, folder: Path, device: torch.device, proce
         device_ids = [device.index] if device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     header = {
-        "format": CHECKPOINT_FORMAT, "schema_version": CHECKPOINT_SCHEMA, "backbone": config.backbone,
-        "model_settings": config.model_settings(), "run_settings": config.run_settings(),
-        "config": jsonable(asdict(config)), **data.info,
+        "format": CHECKPOINT_FORMAT, "schema_version": CHECKPOINT_SCHEMA, "config": jsonable(config),
+        **checkpoint_header(config, data.info["data_key"]), **data.info,
     }  # fmt: skip
     run = _Run(config, folder, device, processes, model, wrapped, optimizer, scheduler, scaler,
                _frozen_batchnorm_modules(model, config), position, header, data.info["event_threshold"],
-               folder / "metrics.jsonl")  # fmt: skip
+               folder / METRICS)  # fmt: skip
     if saved is not None:
         run.last_val = dict(saved.get("val") or {})
         run.saved_position = asdict(position)
@@ -522,10 +518,10 @@ def _loop(run: _Run, data: _Data, batches_per_epoch: int, total_steps: int, prog
                     _validate_and_keep_best(run, val_loader, len(val_batches))
                 if end_of_epoch:
                     position.epoch, position.batch = position.epoch + 1, 0
-                run.checkpoint("last.pt")
+                run.checkpoint(LAST)
     finally:
         # Also on Ctrl-C and errors, unless a step was cut short (then the last periodic save stands).
-        run.checkpoint("last.pt")
+        run.checkpoint(LAST)
         progress.close()
         if run.tensorboard is not None:
             run.tensorboard.close()
@@ -536,13 +532,6 @@ def _loop(run: _Run, data: _Data, batches_per_epoch: int, total_steps: int, prog
 
 def _finished(position: _Position, config: STATrainConfig) -> bool:
     return training_finished(position.epoch, position.step, position.validated_step, config)
-
-
-def training_finished(epoch: int, step: int, validated_step: int | None, config: STATrainConfig) -> bool:
-    """All epochs done, or the step budget spent and its last step validated."""
-    if epoch >= config.epochs:
-        return True
-    return config.max_steps is not None and step >= config.max_steps and validated_step == step
 
 
 def _out_of_steps(position: _Position, config: STATrainConfig) -> bool:
@@ -589,7 +578,7 @@ def _run_epoch(run: _Run, loader: Iterable[dict[str, Tensor]], stop: StopRequest
                      "bce": float(terms.bce), "kl": float(terms.kl), "switch": float(terms.switch),
                      "lr": run.scheduler.get_last_lr()[-1], "samples_per_s": rate})  # fmt: skip
         if position.step % config.checkpoint_every == 0:
-            run.checkpoint("last.pt")
+            run.checkpoint(LAST)
         if step_hook is not None:
             step_hook(position.step)
     return losses
@@ -640,4 +629,4 @@ def _validate_and_keep_best(run: _Run, loader: Iterable[dict[str, Tensor]], n_ba
     run.log({"kind": "val", "epoch": position.epoch, "step": position.step, **scores})
     if scores["cc"] > position.best_cc:
         position.best_cc, position.best_epoch = scores["cc"], position.epoch
-        run.checkpoint("best.pt", with_training_state=False)
+        run.checkpoint(BEST, with_training_state=False)

@@ -1,4 +1,5 @@
-"""The per-workspace configuration `WS/avfix.toml`: one table per stage, every setting spelled out.
+"""The per-workspace configuration `WS/avfix.toml`: one table per stage of the registry, every setting
+spelled out.
 
     [run]          the inputs (training videos, videos to predict, fixations) and how work runs
     [extract]      ExtractConfig          (+ [extract.flow], [extract.audio])
@@ -8,13 +9,14 @@
     [evaluate]     EvaluateConfig         (+ [evaluate.density], [evaluate.baseline])
 
 The first `avfix run` writes the file with the defaults of its preset and the options given on that
-run. Later runs read it; command-line options (`--preset`, `--device`, `-j`, `--set section.key=value`)
-override it for that run only; the stores record what was used. TOML has no null: an unset value
-(no weights file, the native frame rate, ...) is the string "none". Relative paths in the file are
-relative to the file's folder.
+run. Later runs, `avfix status` and every stage command read it; command-line options (`--preset`,
+`--device`, `-j`, `--set section.key=value`, a command's own options) override it for that run only;
+the stores record what was used. TOML has no null: an unset value (no weights file, the native frame
+rate, ...) is the string "none". Relative paths in the file are relative to the file's folder.
 
 Keys are the dataclasses' field names, so the file, the Python API and `--set` use one vocabulary;
-conversion in both directions is driven by the dataclasses' type hints.
+conversion in both directions is driven by the dataclasses' type hints, and which keys are paths or
+devices by their fields' classification (`pipeline.common.settings`).
 """
 
 from __future__ import annotations
@@ -34,36 +36,23 @@ import tomli_w
 from pipeline.common.errors import BadInput
 from pipeline.common.files import write_text_atomic
 from pipeline.common.scheduling import SchedulerConfig
-from pipeline.evaluate.config import EvaluateConfig
-from pipeline.extract.run import ExtractConfig
-from pipeline.predict.run import PredictConfig
-from pipeline.pseudolabel.config import PseudolabelConfig
-from pipeline.train.config import STATrainConfig
+from pipeline.common.settings import Role, keys_with_role, output_setting, path_setting, run_setting
+from pipeline.workspace.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, preset_config
+from pipeline.workspace.registry import NAMES, stage
 
 CONFIG_FILE = "avfix.toml"
 NONE = "none"  # how an unset value is written (TOML has no null)
-PRESETS = ("paper", "cpu")
-STAGE_SECTIONS = ("extract", "pseudolabel", "train", "predict", "evaluate")
-SECTIONS = ("run",) + STAGE_SECTIONS
-# The sections a preset decides; predict and evaluate have one set of defaults.
-PRESET_SECTIONS = ("extract", "pseudolabel", "train")
+RUN = "run"
+SECTIONS = (RUN,) + NAMES
+# The sections a preset decides (the others have one set of defaults).
+PRESET_SECTIONS = tuple(name for name in NAMES if any(name in table for table in PRESETS.values()))
 # Set in [run] (it names an input), so [evaluate] leaves it out.
 EVALUATE_FROM_RUN = {"layout": "fixations_layout"}
-# Keys holding file paths, resolved against the TOML file's folder when relative.
-PATH_KEYS: dict[str, tuple[str, ...]] = {
-    "run": ("videos", "predict_videos", "fixations"),
-    "pseudolabel": ("weights", "vggsound", "vggsound_classes"),
-    "train": ("weights", "audio_weights"),
-    "predict": ("checkpoint",),
-    "evaluate": ("maps", "images_dir"),
-}
-# Settings that move work between devices or processes but never change an output.
-DEVICE_KEYS = ("device",)
 
 _HEADER = """\
-# avfix workspace configuration, read by `avfix run` and `avfix status` (written by the first `avfix run`).
-# One table per stage; keys are the settings of the stage's configuration (README: "avfix run").
-# "none" means unset. Relative paths are relative to this file's folder.
+# avfix workspace configuration, read by `avfix run`, `avfix status` and every stage command (written by
+# the first `avfix run`). One table per stage; keys are the settings of the stage's configuration
+# (README: "avfix run"). "none" means unset. Relative paths are relative to this file's folder.
 # Options on the command line (--preset, --device, -j, --set section.key=value) override this file
 # for one run; the stores record the settings each stage used.
 
@@ -78,19 +67,19 @@ class ConfigError(BadInput, ValueError):
 class RunSettings:
     """[run]: the DAG's inputs and how per-video work is scheduled."""
 
-    videos: str | None = None  # tagged training videos: <class>/<video> folder or path,label CSV
-    predict_videos: str | None = None  # videos to predict (no tags needed); none: no predict/evaluate
-    fixations: str | None = None  # fixations to score the predictions against; none: no evaluate
-    fixations_layout: str = "auto"  # auto | stavis | csv | images
-    preset: str = "paper"  # the defaults the extract, pseudolabel and train tables started from
-    workers: int = 1  # local dask workers for extract and predict's decoding (-j)
-    threads: bool = True  # local workers are threads (False: processes); see pipeline.scheduling
-    scheduler: str | None = None  # address of a dask.distributed scheduler
-    torch_threads: int = 0  # torch CPU threads (0: torch's default)
+    videos: str | None = path_setting(None)  # tagged training videos: <class>/<video> folder or path,label CSV
+    predict_videos: str | None = path_setting(None)  # videos to predict (no tags needed); none: no predict/evaluate
+    fixations: str | None = path_setting(None)  # fixations to score the predictions against; none: no evaluate
+    fixations_layout: str = output_setting("auto")  # auto | stavis | csv | images
+    preset: str = run_setting(DEFAULT_PRESET)  # the defaults the preset's tables started from
+    workers: int = run_setting(1)  # local dask workers for extract and predict's decoding (-j)
+    threads: bool = run_setting(True)  # local workers are threads (False: processes); see pipeline.common.scheduling
+    scheduler: str | None = run_setting(None)  # address of a dask.distributed scheduler
+    torch_threads: int = run_setting(0)  # torch CPU threads (0: torch's default)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
         if self.fixations_layout not in ("auto", "stavis", "csv", "images"):
             raise ValueError(f"fixations_layout must be auto, stavis, csv or images, got {self.fixations_layout!r}")
         if self.workers < 1 or self.torch_threads < 0:
@@ -99,14 +88,20 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class WorkspaceConfig:
-    """The effective configuration of every stage of one workspace."""
+    """The effective configuration of every stage of one workspace: `config.run`, and each stage's by
+    its name (`config.extract`, `config.section("train")`)."""
 
     run: RunSettings
-    extract: ExtractConfig
-    pseudolabel: PseudolabelConfig
-    train: STATrainConfig
-    predict: PredictConfig
-    evaluate: EvaluateConfig
+    stages: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["stages"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def section(self, name: str) -> Any:
+        return self.run if name == RUN else self.stages[name]
 
     def scheduler(self) -> SchedulerConfig:
         return SchedulerConfig(self.run.workers, self.run.scheduler, self.run.threads)
@@ -125,9 +120,12 @@ class Overrides:
     fixations: Path | None = None
     fixations_layout: str | None = None
     preset: str | None = None
+    # The sections `preset` resets (empty: every section a preset decides; a stage command: its own).
+    preset_sections: tuple[str, ...] = ()
     device: str | None = None
     workers: int | None = None
-    settings: tuple[str, ...] = field(default_factory=tuple)  # "section.key=value"
+    settings: tuple[str, ...] = field(default_factory=tuple)  # "section.key=value", the value read as TOML
+    values: tuple[tuple[str, Any], ...] = ()  # ("section.key", value): a command's own options, typed
 
 
 @dataclass(frozen=True)
@@ -140,19 +138,20 @@ class LoadedConfig:
 # --- defaults ------------------------------------------------------------------------------------
 
 
+def section_type(name: str) -> type:
+    return RunSettings if name == RUN else stage(name).config_type
+
+
 def preset_defaults(preset: str) -> WorkspaceConfig:
-    """Every stage's defaults under a preset. `cpu` stores 128 px frames: its classifiers read 128 px."""
+    """Every stage's defaults under a preset (`pipeline.workspace.presets`)."""
     if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; use {' or '.join(PRESETS)}")
-    cpu = preset == "cpu"
-    return WorkspaceConfig(
-        run=RunSettings(preset=preset),
-        extract=ExtractConfig(size=128) if cpu else ExtractConfig(),
-        pseudolabel=PseudolabelConfig.cpu_demo() if cpu else PseudolabelConfig(),
-        train=STATrainConfig.cpu_demo() if cpu else STATrainConfig(),
-        predict=PredictConfig(),
-        evaluate=EvaluateConfig(),
-    )
+        raise ConfigError(f"unknown preset {preset!r}; use {' or '.join(PRESET_NAMES)}")
+    return WorkspaceConfig(run=RunSettings(preset=preset), stages={name: preset_config(preset, name) for name in NAMES})
+
+
+def path_keys(name: str) -> list[tuple[str, ...]]:
+    """Keys of a section holding file paths, resolved against the TOML file's folder when relative."""
+    return keys_with_role(section_type(name), Role.PATH)
 
 
 # --- dataclass <-> table -------------------------------------------------------------------------
@@ -270,29 +269,21 @@ def config_from_tables(tables: dict[str, Any]) -> WorkspaceConfig:
     for name in tables:
         if name not in SECTIONS:
             raise ConfigError(f"no section [{name}]{_did_you_mean(name, SECTIONS)}")
-    run_table = tables.get("run", {})
-    preset = run_table.get("preset", "paper") if isinstance(run_table, dict) else "paper"
-    defaults = preset_defaults(preset if preset in PRESETS else "paper").table()
+    run_table = tables.get(RUN, {})
+    preset = run_table.get("preset", DEFAULT_PRESET) if isinstance(run_table, dict) else DEFAULT_PRESET
+    defaults = preset_defaults(preset if preset in PRESETS else DEFAULT_PRESET).table()
     sections = {}
     for name in SECTIONS:
         given = tables.get(name, {})
         if not isinstance(given, dict):
             raise ConfigError(f"[{name}] must be a table")
         sections[name] = _merge(defaults[name], given)
-    evaluate_table = dict(sections["evaluate"])
     for key in EVALUATE_FROM_RUN:
-        if key in evaluate_table:
+        if key in sections["evaluate"]:
             raise ConfigError(f"[evaluate] {key} is set in [run] as {EVALUATE_FROM_RUN[key]}")
-    run = from_table(RunSettings, sections["run"], "run")
-    evaluate_table.update({key: getattr(run, source) for key, source in EVALUATE_FROM_RUN.items()})
-    return WorkspaceConfig(
-        run=run,
-        extract=from_table(ExtractConfig, sections["extract"], "extract"),
-        pseudolabel=from_table(PseudolabelConfig, sections["pseudolabel"], "pseudolabel"),
-        train=from_table(STATrainConfig, sections["train"], "train"),
-        predict=from_table(PredictConfig, sections["predict"], "predict"),
-        evaluate=from_table(EvaluateConfig, evaluate_table, "evaluate"),
-    )
+    run = from_table(RunSettings, sections[RUN], RUN)
+    sections["evaluate"].update({key: getattr(run, source) for key, source in EVALUATE_FROM_RUN.items()})
+    return WorkspaceConfig(run=run, stages={name: from_table(section_type(name), sections[name], name) for name in NAMES})
 
 
 # --- overrides -------------------------------------------------------------------------------------
@@ -315,18 +306,18 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
 
 
 def _assign(tables: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
-    defaults = preset_defaults("paper").table()
+    defaults = preset_defaults(DEFAULT_PRESET).table()
     known: Any = defaults
     target = tables
     for depth, key in enumerate(keys):
         if not isinstance(known, dict) or key not in known:
             where = ".".join(keys[:depth]) or "the configuration"
             options = known.keys() if isinstance(known, dict) else ()
-            raise ConfigError(f"--set {text!r}: {where} has no {key!r}{_did_you_mean(key, options)}")
+            raise ConfigError(f"{text}: {where} has no {key!r}{_did_you_mean(key, options)}")
         known = known[key]
         if depth == len(keys) - 1:
             if isinstance(known, dict):
-                raise ConfigError(f"--set {text!r}: {'.'.join(keys)} is a table; set one of its keys")
+                raise ConfigError(f"{text}: {'.'.join(keys)} is a table; set one of its keys")
             target[key] = value
         else:
             target = target.setdefault(key, {})
@@ -335,10 +326,10 @@ def _assign(tables: dict[str, Any], keys: list[str], value: Any, text: str) -> N
 def apply_overrides(tables: dict[str, Any], overrides: Overrides, base_dir: Path) -> dict[str, Any]:
     """The tables with the command line's changes (a new dict; `tables` is left as it was)."""
     tables = copy.deepcopy(tables)
-    run = tables.setdefault("run", {})
+    run = tables.setdefault(RUN, {})
     if overrides.preset is not None:
         fresh = preset_defaults(overrides.preset).table()
-        for name in PRESET_SECTIONS:
+        for name in overrides.preset_sections or PRESET_SECTIONS:
             tables[name] = fresh[name]
         run["preset"] = overrides.preset
     for key in ("videos", "predict_videos", "fixations"):
@@ -350,14 +341,22 @@ def apply_overrides(tables: dict[str, Any], overrides: Overrides, base_dir: Path
     if overrides.workers is not None:
         run["workers"] = overrides.workers
     if overrides.device is not None:
-        for name in ("pseudolabel", "train", "predict", "evaluate"):
-            tables.setdefault(name, {})["device"] = overrides.device
-    for text in overrides.settings:
-        keys, value = parse_assignment(text)
-        if keys[0] in PATH_KEYS and keys[-1] in PATH_KEYS[keys[0]] and len(keys) == 2:
+        for name in NAMES:
+            for keys in keys_with_role(section_type(name), Role.DEVICE):
+                _set(tables.setdefault(name, {}), keys, overrides.device)
+    assignments = [(*parse_assignment(text), f"--set {text!r}") for text in overrides.settings]
+    assignments += [(dotted.split("."), _to_toml(value), f"option {dotted}={value!r}") for dotted, value in overrides.values]
+    for keys, value, where in assignments:
+        if keys[0] in SECTIONS and tuple(keys[1:]) in path_keys(keys[0]):
             value = _absolute_paths(value, base_dir)
-        _assign(tables, keys, value, text)
+        _assign(tables, keys, value, where)
     return tables
+
+
+def _set(table: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    for key in keys[:-1]:
+        table = table.setdefault(key, {})
+    table[keys[-1]] = value
 
 
 def _absolute(path: Path, base_dir: Path) -> Path:
@@ -374,12 +373,13 @@ def _absolute_paths(value: Any, base_dir: Path) -> Any:
 
 def _resolve_file_paths(tables: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Relative paths written in the file are relative to the file's folder."""
-    for section, keys in PATH_KEYS.items():
-        table = tables.get(section)
-        if isinstance(table, dict):
-            for key in keys:
-                if key in table:
-                    table[key] = _absolute_paths(table[key], folder)
+    for section in SECTIONS:
+        for keys in path_keys(section):
+            table = tables.get(section)
+            for key in keys[:-1]:
+                table = table.get(key) if isinstance(table, dict) else None
+            if isinstance(table, dict) and keys[-1] in table:
+                table[keys[-1]] = _absolute_paths(table[keys[-1]], folder)
     return tables
 
 
@@ -417,7 +417,7 @@ def load_config(workspace: str | Path, overrides: Overrides | None = None, cwd: 
         tables = read_tables(path)
         where = str(path)
     else:
-        tables = preset_defaults(overrides.preset or "paper").table()
+        tables = preset_defaults(overrides.preset or DEFAULT_PRESET).table()
         where = "the defaults"
     tables = apply_overrides(tables, overrides, base_dir)
     if overrides != Overrides():
@@ -434,12 +434,3 @@ def ensure_config_file(loaded: LoadedConfig) -> bool:
         return False
     write_config(loaded.path, loaded.config)
     return True
-
-
-def output_table(config: WorkspaceConfig, name: str) -> dict[str, Any]:
-    """A section without the keys that only say where work runs (device): what an output depends on."""
-    table = section_table(config, name)
-    for key in DEVICE_KEYS:
-        table.pop(key, None)
-    return table
-

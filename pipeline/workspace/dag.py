@@ -1,74 +1,39 @@
-"""`avfix run`: the DAG of DESIGN.md in one command.
+"""`avfix run`: the DAG of DESIGN.md in one command, over the stage registry.
 
     extract -> pseudolabel -> train -> predict -> evaluate
 
-Before each stage its state is read from what the stores record (`pipeline.workspace.status`): a stage whose
-output is complete and made from the current inputs and settings is skipped with a one-line reason;
-otherwise it runs, and the stage itself skips the per-video work that is already done, so only what
-is missing or stale is redone. States are read again after each stage ran, so a change propagates
-exactly as far as it changes fingerprints downstream.
+Before each stage its state is asked of the stage itself (`Stage.state`, the rule the stage's own
+run skips by): a stage whose output is complete and made from the current inputs and settings is
+skipped with a one-line reason; otherwise it runs, and the stage skips the per-video work that is
+already done, so only what is missing or stale is redone. States are read again before each stage,
+so a change propagates exactly as far as it changes fingerprints downstream.
 
-`until` stops after a stage; `force` redoes stages even when they are up to date: extract,
-pseudolabel and predict forget their stores' completion markers (pseudolabel also its classifier
-checkpoints), train starts anew, evaluate drops its score cache. After a stage ran, its store records
-the configuration it ran with (`config`) and the inputs of the videos that failed (`failed_inputs`),
-so the next run does not retry a failure whose input did not change.
+`until` stops after a stage; `force` redoes stages even when they are up to date (the stage's run
+first calls its `forget`, which discards what it would otherwise reuse). The stage commands (`avfix extract`, ...) run one
+stage through `run_stage`, with the same configuration the workspace's `avfix run` would use.
+
+A stage that cannot run at all (bad input: `pipeline.common.errors.PROBLEMS`) stops the run with its
+one-line reason; any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from pipeline.common.inputs import InputError
-from pipeline.common.progress import Progress
-from pipeline.evaluate.cache import CACHE_NAME
-from pipeline.evaluate.config import EvaluateError
-from pipeline.evaluate.fixations import FixationInputError
-from pipeline.evaluate.run import run_evaluate
-from pipeline.extract.run import run_extract
-from pipeline.predict.run import PREDICT_FEATURES, PredictError, run_predict
-from pipeline.pseudolabel.run import PseudolabelError, run_pseudolabel
-from pipeline.pseudolabel.training import checkpoint_folder
-from pipeline.train.config import TrainError
-from pipeline.train.run import TrainProgress, run_train
-from pipeline.workspace.config import (
-    ConfigError,
-    Overrides,
-    WorkspaceConfig,
-    ensure_config_file,
-    load_config,
-    output_table,
-    section_table,
-)  # fmt: skip
-from pipeline.workspace.status import (
-    FAILED,
-    NOT_CONFIGURED,
-    STAGES,
-    StageState,
-    evaluate_stamp,
-    report_digest,
-    source_stamp,
-    stage_state,
-    write_run_record,
-)  # fmt: skip
+from pipeline.common.errors import PROBLEMS
+from pipeline.stage import FAILED, NOT_CONFIGURED, Stage, StageRun, StageSummary
+from pipeline.workspace.config import ConfigError, Overrides, WorkspaceConfig, ensure_config_file, load_config
+from pipeline.workspace.registry import NAMES, STAGES, stage
 from stores import features as fstore
-from stores import predictions as pred_store
-from stores import pseudo as pstore
-from stores import stage_records, zarr_io
-
-log = logging.getLogger(__name__)
-
-# A stage that raises one of these cannot run at all; the stages after it are not reached.
-STAGE_ERRORS = (InputError, PseudolabelError, TrainError, PredictError, EvaluateError, FixationInputError,
-                FileNotFoundError, ValueError, RuntimeError, OSError)  # fmt: skip
 
 Echo = Callable[[str], None]
+
+
+class OptionError(ConfigError):
+    """A stage command's own option has a value the stage cannot use (a usage error)."""
 
 
 @dataclass(frozen=True)
@@ -81,16 +46,16 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         for name in (self.until, *self.force):
-            if name is not None and name not in STAGES:
-                raise ConfigError(f"unknown stage {name!r}; the stages are {', '.join(STAGES)}")
+            if name is not None and name not in NAMES:
+                raise ConfigError(f"unknown stage {name!r}; the stages are {', '.join(NAMES)}")
         if self.until is not None:
-            late = [s for s in self.force if STAGES.index(s) > STAGES.index(self.until)]
+            late = [s for s in self.force if NAMES.index(s) > NAMES.index(self.until)]
             if late:
                 raise ConfigError(f"--force {late[0]} comes after --until {self.until}: it would not run")
 
     @property
-    def stages(self) -> tuple[str, ...]:
-        return STAGES if self.until is None else STAGES[: STAGES.index(self.until) + 1]
+    def stages(self) -> tuple[Stage, ...]:
+        return STAGES if self.until is None else STAGES[: NAMES.index(self.until) + 1]
 
 
 @dataclass
@@ -140,33 +105,18 @@ class RunSummary:
         return {**asdict(self), "ok": self.ok}
 
 
-@dataclass
-class _StageRun:
-    """What one stage's runner gets."""
-
-    workspace: Path
-    config: WorkspaceConfig
-    state: StageState
-    forced: bool
-    progress: bool
-
-    def bars(self) -> Progress:
-        return Progress(enabled=self.progress)
-
-    def on_failure(self, progress: Progress) -> Callable[[str, str], None]:
-        return lambda path, reason: progress.message(f"FAILED {path}: {reason}")
-
-
 def run_dag(workspace: str | Path, overrides: Overrides, request: RunRequest, echo: Echo = print) -> RunSummary:
     """Run every stage of `request` that is missing or stale; see the module docstring.
 
     Raises ConfigError when the configuration cannot be used (nothing has run then).
     """
+    import torch
+
     began = time.perf_counter()
     workspace = Path(workspace)
     loaded = load_config(workspace, overrides)
     config = loaded.config
-    if config.run.videos is None and not fstore.store_path(workspace).exists():
+    if config.run.videos is None and not fstore.SCHEMA.path(workspace).exists():
         raise ConfigError(f"no training videos: pass VIDEOS or set [run] videos in {loaded.path}")
     summary = RunSummary(str(workspace), str(loaded.path))
     workspace.mkdir(parents=True, exist_ok=True)
@@ -177,8 +127,8 @@ def run_dag(workspace: str | Path, overrides: Overrides, request: RunRequest, ec
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
     try:
-        for stage in request.stages:
-            outcome = _stage(stage, workspace, config, request, echo)
+        for chosen in request.stages:
+            outcome = _stage(chosen, workspace, config, request, echo)
             summary.stages.append(outcome)
             if outcome.action == "interrupted":
                 summary.interrupted = True
@@ -192,113 +142,47 @@ def run_dag(workspace: str | Path, overrides: Overrides, request: RunRequest, ec
     return summary
 
 
-def _stage(stage: str, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo) -> StageOutcome:
+def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo) -> StageOutcome:
     began = time.perf_counter()
+    name = chosen.name
     try:
-        state = stage_state(stage, workspace, config)
-        forced = stage in request.force
+        state = chosen.state(workspace, config)
+        forced = name in request.force
         if state.state == NOT_CONFIGURED:
-            outcome = StageOutcome(stage, "not configured", f"{stage}: not configured ({state.reason})")
+            outcome = StageOutcome(name, "not configured", f"{name}: not configured ({state.reason})")
         elif not forced and not state.needs_run:
             failed = f"; {state.reason}" if state.state == FAILED else ""
-            outcome = StageOutcome(stage, "skipped", f"{stage}: up to date ({state.detail}){failed}", ok=state.state != FAILED)
+            outcome = StageOutcome(name, "skipped", f"{name}: up to date ({state.detail}){failed}",
+                                   ok=state.state != FAILED)  # fmt: skip
         else:
-            echo(f"{stage}: running ({'forced' if forced else state.reason})")
-            outcome = RUNNERS[stage](_StageRun(workspace, config, state, forced, request.progress))
+            echo(f"{name}: running ({'forced' if forced else state.reason})")
+            run = StageRun(workspace, config, forced=forced, restart=state.restart, progress=request.progress,
+                           report=echo)  # fmt: skip
+            outcome = _ran(name, chosen.run(run))
     except KeyboardInterrupt:
-        outcome = StageOutcome(stage, "interrupted", f"{stage}: interrupted [rerun to resume]", ok=False)
-    except STAGE_ERRORS as exc:
-        log.debug("%s failed", stage, exc_info=True)
-        outcome = StageOutcome(stage, "error", f"{stage}: {exc}", ok=False, error=str(exc))
+        outcome = StageOutcome(name, "interrupted", f"{name}: interrupted [rerun to resume]", ok=False)
+    except PROBLEMS as exc:
+        outcome = StageOutcome(name, "error", f"{name}: {exc}", ok=False, error=str(exc))
     outcome.seconds = time.perf_counter() - began
     echo(outcome.line)
     return outcome
 
 
-def _ran(stage: str, summary: Any) -> StageOutcome:
+def _ran(name: str, summary: StageSummary) -> StageOutcome:
     interrupted = bool(getattr(summary, "interrupted", False))
-    return StageOutcome(stage, "interrupted" if interrupted else "ran", summary.line(), ok=summary.ok,
+    return StageOutcome(name, "interrupted" if interrupted else "ran", summary.line(), ok=summary.ok,
                         summary=summary.to_dict())  # fmt: skip
 
 
-def _failed_sources(root: Any) -> dict[str, Any]:
-    return {video_id: source_stamp(failure.get("path", "")) if failure.get("path") else "absent"
-            for video_id, failure in zarr_io.failures_of(root).items()}  # fmt: skip
-
-
-# --- the stages ------------------------------------------------------------------------------------------
-
-
-def _extract(run: _StageRun) -> StageOutcome:
-    path = fstore.store_path(run.workspace)
-    if run.forced:
-        stage_records.forget_completion(path)
-    progress = run.bars()
-    summary = run_extract(run.config.run.videos, run.workspace, run.config.extract, run.config.scheduler(), progress,
-                          on_failure=run.on_failure(progress))  # fmt: skip
-    if not summary.interrupted:
-        root = zarr_io.open_root(path, mode="r")
-        stage_records.record_run(path, {**section_table(run.config, "extract"), "inputs": run.config.run.videos},
-                                 _failed_sources(root))  # fmt: skip
-    return _ran("extract", summary)
-
-
-def _pseudolabel(run: _StageRun) -> StageOutcome:
-    path = pstore.store_path(run.workspace)
-    if run.forced:
-        stage_records.forget_completion(path)
-        for checkpoint in checkpoint_folder(run.workspace).glob("*.pt"):
-            checkpoint.unlink()  # the classifiers are part of this stage's work: train them again
-    summary = run_pseudolabel(run.workspace, run.config.pseudolabel, run.bars())
-    if not summary.interrupted:
-        features = fstore.open_for_reading(fstore.store_path(run.workspace))
-        root = zarr_io.open_root(path, mode="r")
-        failed = {vid: str((fstore.video_attrs(features, vid) or {}).get("fingerprint"))
-                  for vid in zarr_io.failures_of(root)}  # fmt: skip
-        stage_records.record_run(path, section_table(run.config, "pseudolabel"), failed)
-    return _ran("pseudolabel", summary)
-
-
-def _train(run: _StageRun) -> StageOutcome:
-    # Checkpoints of other settings or data cannot be resumed: the state says when to start anew.
-    restart = run.forced or run.state.restart
-    progress = TrainProgress(enabled=run.progress)
-    summary = run_train(run.workspace, run.config.train, progress, report=progress.message, restart=restart)
-    return _ran("train", summary)
-
-
-def _predict(run: _StageRun) -> StageOutcome:
-    path = pred_store.store_path(run.workspace)
-    if run.forced:
-        stage_records.forget_completion(path)
-    progress = run.bars()
-    videos = run.config.run.predict_videos
-    summary = run_predict(videos, run.workspace, run.config.predict, run.config.scheduler(), progress,
-                          on_failure=run.on_failure(progress))  # fmt: skip
-    if not summary.interrupted:
-        for store, config in ((run.workspace / PREDICT_FEATURES, {"inputs": videos}),
-                              (path, {**section_table(run.config, "predict"), "inputs": videos})):  # fmt: skip
-            if store.exists():
-                stage_records.record_run(store, config, _failed_sources(zarr_io.open_root(store, mode="r")))
-    return _ran("predict", summary)
-
-
-def _evaluate(run: _StageRun) -> StageOutcome:
-    if run.forced:
-        (run.workspace / CACHE_NAME).unlink(missing_ok=True)
-    stamp = evaluate_stamp(run.workspace, run.config)  # of the inputs as they are when scoring starts
-    summary = run_evaluate(Path(run.config.run.fixations), run.workspace, run.config.evaluate, run.bars())
-    if not summary.interrupted and summary.report_json:
-        write_run_record(run.workspace, "evaluate", {
-            "stamp": stamp, "config": output_table(run.config, "evaluate"), **report_digest(Path(summary.report_json)),
-        })  # fmt: skip
-    return _ran("evaluate", summary)
-
-
-RUNNERS: dict[str, Callable[[_StageRun], StageOutcome]] = {
-    "extract": _extract,
-    "pseudolabel": _pseudolabel,
-    "train": _train,
-    "predict": _predict,
-    "evaluate": _evaluate,
-}
+def run_stage(name: str, workspace: str | Path, overrides: Overrides, progress: bool = True, forced: bool = False,
+              echo: Echo = print) -> StageSummary:  # fmt: skip
+    """One stage, as its command runs it: the workspace's configuration (WS/avfix.toml or the preset's
+    defaults) with the command's options; `forced` redoes what is up to date. The stage skips what is
+    up to date by its own rule. Nothing but the stage's output is written."""
+    workspace = Path(workspace)
+    load_config(workspace)  # a bad WS/avfix.toml is the file's problem, and named so
+    try:
+        config = load_config(workspace, overrides).config
+    except ConfigError as exc:
+        raise OptionError(str(exc)) from exc
+    return stage(name).run(StageRun(workspace, config, forced=forced, progress=progress, report=echo))

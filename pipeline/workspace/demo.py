@@ -28,7 +28,7 @@ import torch
 from models.metrics import auc_judd, cc, center_bias, fixation_density, fixation_map, nss
 from pipeline.common.files import write_text_atomic
 from pipeline.common.progress import Progress
-from pipeline.predict.run import OVERLAYS
+from pipeline.predict.stage import OVERLAYS
 from pipeline.synth.generate import SynthConfig, generate
 from pipeline.synth.truth import TRUTH_FILE, TruthTrack, read_truth
 from pipeline.workspace.config import Overrides, config_path
@@ -191,12 +191,12 @@ def score_frames(maps: torch.Tensor, track: TruthTrack, frames: np.ndarray, sour
 
 def score_pseudo_labels(workspace: Path, truth: dict[str, TruthTrack]) -> tuple[dict[str, dict[str, float]], tuple[int, int]]:
     """Mean NSS, CC, AUC-Judd over the frames that have a pseudo-GT, for the pseudo-GT and the centre bias."""
-    pseudo = pstore.open_for_reading(pstore.store_path(workspace))
-    features = fstore.open_for_reading(fstore.store_path(workspace))
+    pseudo = pstore.SCHEMA.open_for_reading(pstore.SCHEMA.path(workspace))
+    features = fstore.SCHEMA.open_for_reading(fstore.SCHEMA.path(workspace))
     generator = torch.Generator().manual_seed(0)
     collected: dict[str, dict[str, list[torch.Tensor]]] = {row: {m: [] for m in METRICS} for row in (PSEUDO_ROW, CENTER_ROW)}
     n_frames = n_scored = 0
-    for video_id in pstore.complete_videos(pseudo):
+    for video_id in pstore.SCHEMA.complete_videos(pseudo):
         if video_id not in truth:
             continue
         stored = pstore.read_video(pseudo, video_id)
@@ -205,8 +205,8 @@ def score_pseudo_labels(workspace: Path, truth: dict[str, TruthTrack]) -> tuple[
         n_scored += frames.size
         if not frames.size:
             continue
-        attrs = fstore.video_attrs(features, video_id) or {}
-        source_hw = (int(attrs["source_height"]), int(attrs["source_width"]))
+        attrs = fstore.SCHEMA.read_video(features, video_id)
+        source_hw = (attrs.source_height, attrs.source_width)
         pseudo_gt = torch.from_numpy(stored["pseudo_gt"][frames].astype(np.float32))
         rows = {PSEUDO_ROW: pseudo_gt, CENTER_ROW: center_bias(tuple(pseudo_gt.shape[-2:])).expand_as(pseudo_gt)}
         for row, maps in rows.items():

@@ -233,14 +233,15 @@ def test_map_file_naming():
 
 
 def write_predictions(path: Path, videos: dict[str, np.ndarray], has: dict[str, np.ndarray]) -> None:
-    root = pstore.open_for_writing(path)
-    pstore.write_store_attrs(root, {"checkpoint": "test"})
+    root = pstore.SCHEMA.open_for_writing(path)
+    pstore.SCHEMA.update_store(root, checkpoint="test")
     for video, saliency in videos.items():
         n, height, width = saliency.shape
-        group = pstore.preallocate_video(root, video, n, height, width, {"fps": 10.0})
+        attrs = pstore.PredictionsVideo(fps=10.0, n_frames=n, height=height, width=width)
+        group = pstore.SCHEMA.create_video(root, video, attrs, pstore.array_shapes(n, height, width))
         pstore.write_frames(group, 0, saliency, has[video])
-        pstore.write_times(group, np.arange(n) / 10.0)
-        pstore.mark_complete(group, f"fp-{video}")
+        group[pstore.TIMES.name][:] = np.arange(n) / 10.0
+        pstore.SCHEMA.mark_complete(group, f"fp-{video}", 1)
 
 
 def test_csv_layout_scores_a_predictions_store(tmp_path):

@@ -20,7 +20,8 @@ from cli import main
 from pipeline.common import media
 from pipeline.common.flow import FlowConfig
 from pipeline.common.scheduling import SchedulerConfig
-from pipeline.extract.run import ExtractConfig, run_extract, segment_bounds
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.run import run_extract, segment_bounds
 from stores import features as fstore
 
 LOCAL = SchedulerConfig(workers=1)
@@ -152,7 +153,7 @@ def test_xarray_opens_a_video_with_named_dimensions(tmp_path, video_factory):
     video = video_factory("a.mp4", n_frames=6)
     src = layout(tmp_path, {"cat": [video]})
     run_extract(src, tmp_path / "ws", ExtractConfig(size=32), LOCAL)
-    ds = fstore.open_video_dataset(tmp_path / "ws" / "features.zarr", "a")
+    ds = fstore.SCHEMA.open_dataset(tmp_path / "ws" / "features.zarr", "a")
     assert ds.frames.dims == ("t", "y", "x", "c")
     assert ds.flow.dims == ("t", "flow_component", "flow_y", "flow_x")
     assert ds.audio.dims == ("t", "freq", "time")
@@ -298,7 +299,7 @@ def test_bad_inputs_each_get_one_line_and_the_others_finish(tmp_path, video_fact
     assert "extract: 2 done, 0 skipped, 8 failed" in result.output
     root = zarr.open_group(str(tmp_path / "ws" / "features.zarr"), mode="r")
     assert root.attrs["failures"]["empty"]["reason"] == "empty file (0 bytes)"
-    assert sorted(fstore.complete_videos(root)) == ["good", "whole"]
+    assert sorted(fstore.SCHEMA.complete_videos(root)) == ["good", "whole"]
 
 
 def test_manifest_with_unknown_label_column_stops_with_one_line(tmp_path):

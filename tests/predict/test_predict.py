@@ -4,6 +4,7 @@ clear errors; and the untagged inputs it accepts."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -16,9 +17,10 @@ from conftest import textured_image, write_sta_stores, write_video
 
 from cli import main
 from pipeline.common.inputs import InputError, discover
-from pipeline.predict.run import PredictConfig, PredictError, run_predict
-from pipeline.train.config import STATrainConfig
+from pipeline.predict.config import PredictConfig
+from pipeline.predict.run import PredictError, run_predict
 from pipeline.train.run import run_train
+from pipeline.workspace.presets import preset_config
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def trained(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("trained")
     write_sta_stores(ws, n_videos=6, n_frames=24, val_videos=1)
     torch.set_num_threads(1)
-    summary = run_train(ws, STATrainConfig.cpu_demo(epochs=5, batch_size=8, num_workers=0))
+    summary = run_train(ws, replace(preset_config("cpu", "train"), epochs=5, batch_size=8, num_workers=0))
     assert summary.val["cc"] > 0.5, summary.line()  # it did learn the task
     return ws
 

@@ -18,17 +18,19 @@ from cli import main
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.selection import temporal_smooth, threshold_pseudo_gt
 from pipeline.common.scheduling import SchedulerConfig
-from pipeline.extract.run import ExtractConfig, run_extract
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.run import run_extract
 from pipeline.pseudolabel import maps as scam_maps
 from pipeline.pseudolabel.classifier_loop import TrainConfig, train_classifier
 from pipeline.pseudolabel.config import VideoInfo
 from pipeline.pseudolabel.event_audio import load_vggsound_scorer, read_class_names
-from pipeline.pseudolabel.run import PseudolabelConfig, PseudolabelError, run_pseudolabel
+from pipeline.pseudolabel.run import PseudolabelError, run_pseudolabel
 from pipeline.synth.generate import SynthConfig, generate
+from pipeline.workspace.presets import preset_config
 from stores import features as fstore
 from stores import pseudo as pstore
 
-TINY = PseudolabelConfig.cpu_demo(
+TINY = replace(preset_config("cpu", "pseudolabel"), 
     coarse_size=64, fine_size=64, map_size=32, infer_batch=16,
     train=TrainConfig(epochs=2, batch_size=16, optimizer="adam", lr=2e-3, patience=2),
 )  # fmt: skip
@@ -105,7 +107,7 @@ def test_store_holds_maps_boxes_and_pseudo_gt_for_every_frame(labelled):
 
 def test_xarray_opens_a_video_with_named_dimensions(labelled):
     ws, _, _ = labelled
-    ds = pstore.open_video_dataset(ws / "pseudo.zarr", "c1_square_noise_000")
+    ds = pstore.SCHEMA.open_dataset(ws / "pseudo.zarr", "c1_square_noise_000")
     assert ds.pseudo_gt.dims == ("t", "y", "x")
     assert ds.coarse_cam.dims == ("t", "branch", "y", "x")
     assert list(ds.branch.values) == ["S", "ST", "SA"]

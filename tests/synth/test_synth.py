@@ -18,7 +18,8 @@ from pipeline.common.flow import FlowConfig
 from pipeline.common.inputs import discover
 from pipeline.common.progress import Progress
 from pipeline.common.scheduling import SchedulerConfig
-from pipeline.extract.run import ExtractConfig, run_extract
+from pipeline.extract.config import ExtractConfig
+from pipeline.extract.run import run_extract
 from pipeline.synth.classes import CLASS_SPECS, class_by_name
 from pipeline.synth.generate import SynthConfig, SynthError, generate, plan_set
 from pipeline.synth.render import SHAPES, bounce, object_coverage
@@ -370,10 +371,10 @@ def test_extract_runs_cleanly_on_a_generated_set(generated, tmp_path):
     config = ExtractConfig(size=64, flow=FlowConfig("dis", 0.5, "ultrafast"))
     summary = run_extract(generated, tmp_path / "ws", config, SchedulerConfig(workers=1))
     assert (summary.done, summary.failed) == (6, 0) and summary.ok
-    root = fstore.open_for_reading(fstore.store_path(tmp_path / "ws"))
+    root = fstore.SCHEMA.open_for_reading(fstore.SCHEMA.path(tmp_path / "ws"))
     assert root.attrs["classes"] == [spec.name for spec in CLASS_SPECS[:3]]
     for video_id, track in read_truth(generated).items():
-        arrays = zarr.open_group(str(fstore.store_path(tmp_path / "ws")), mode="r", path=f"videos/{video_id}")
+        arrays = zarr.open_group(str(fstore.SCHEMA.path(tmp_path / "ws")), mode="r", path=f"videos/{video_id}")
         assert arrays["frames"].shape == (30, 64, 64, 3)
         # The drifting background and the objects are motion DIS sees.
         flow = arrays["flow"][1:].astype(np.float32)

@@ -20,9 +20,10 @@ import zarr
 from conftest import write_sta_stores
 
 from pipeline.train.checkpoints import load_checkpoint
-from pipeline.train.config import STATrainConfig, TrainError, train_config
+from pipeline.train.config import STATrainConfig, TrainError
 from pipeline.train.model import build_sta
 from pipeline.train.run import run_train
+from pipeline.workspace.presets import preset_config
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores.samples import ChunkBatchSampler, STASamples, index_videos
@@ -32,15 +33,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 def quick(**overrides) -> STATrainConfig:
     base = {"epochs": 2, "batch_size": 8, "num_workers": 0, "checkpoint_every": 3, "log_every": 2}
-    return STATrainConfig.cpu_demo(**{**base, **overrides})
+    return replace(preset_config("cpu", "train"), **{**base, **overrides})
 
 
 def dataset(ws: Path, **kwargs) -> tuple[STASamples, STASamples]:
-    videos, events, _ = index_videos(fstore.store_path(ws), pstore.store_path(ws))
+    videos, events, _ = index_videos(fstore.SCHEMA.path(ws), pstore.SCHEMA.path(ws))
     train = [v for v in videos if v.split == "train"]
     val = [v for v in videos if v.split == "val"]
-    return (STASamples(fstore.store_path(ws), pstore.store_path(ws), train, events, **kwargs),
-            STASamples(fstore.store_path(ws), pstore.store_path(ws), val, events, **kwargs))  # fmt: skip
+    return (STASamples(fstore.SCHEMA.path(ws), pstore.SCHEMA.path(ws), train, events, **kwargs),
+            STASamples(fstore.SCHEMA.path(ws), pstore.SCHEMA.path(ws), val, events, **kwargs))  # fmt: skip
 
 
 def test_samples_are_frames_with_a_pseudo_gt_with_clamped_neighbours(tmp_path):
@@ -147,12 +148,12 @@ def test_train_writes_checkpoints_and_metrics_then_is_up_to_date_or_extends(tmp_
 
 def test_flow_input_and_own_switch_train(tmp_path):
     write_sta_stores(tmp_path, n_videos=3, n_frames=16, val_videos=1, no_audio=(0,))
-    demo = STATrainConfig.cpu_demo()
+    demo = preset_config("cpu", "train")
     config = quick(model=replace(demo.model, use_flow=True), teacher_forcing=False, max_steps=2)
     summary = run_train(tmp_path, config)
     assert summary.steps == 2 and np.isfinite(summary.train_loss)
     saved = load_checkpoint(tmp_path / "checkpoints" / "sta" / "last.pt")
-    assert saved["model_settings"]["sta"]["use_flow"] is True
+    assert saved["model_settings"]["model"]["use_flow"] is True
     assert any(key.startswith("flow_encoder.") for key in saved["model"])
 
 
@@ -198,16 +199,16 @@ def test_missing_stores_and_incompatible_checkpoints_are_clear_errors(tmp_path):
     write_sta_stores(tmp_path, n_videos=3, n_frames=16)
     run_train(tmp_path, quick(max_steps=1))
     last = tmp_path / "checkpoints" / "sta" / "last.pt"
-    with pytest.raises(TrainError, match=r"last.pt was trained with backbone 'tiny', this run asks for "
+    with pytest.raises(TrainError, match=r"last.pt: it was trained with backbone 'tiny', this run asks for "
                                          r"'efficientnet_lite0'.*--restart"):
         run_train(tmp_path, quick(backbone="efficientnet_lite0"))
-    with pytest.raises(TrainError, match=r"other architecture \(input_size: 64 in the checkpoint, 96 now\)"):
+    with pytest.raises(TrainError, match=r"last.pt: settings changed: input_size: 64 -> 96: .*--restart"):
         run_train(tmp_path, quick(input_size=96))
-    with pytest.raises(TrainError, match=r"other training settings \(lr: 0.002 in the checkpoint, 0.01 now\)"):
+    with pytest.raises(TrainError, match=r"settings changed: lr: 0.002 -> 0.01"):
         run_train(tmp_path, quick(lr=0.01))
-    saved = torch.load(last, weights_only=False)
+    saved = torch.load(last, weights_only=True)
     torch.save({**saved, "schema_version": 99}, last)
-    with pytest.raises(TrainError, match="STA checkpoint schema 99, this avfix reads 1"):
+    with pytest.raises(TrainError, match="STA checkpoint schema 99, this avfix reads 2"):
         run_train(tmp_path, quick())
     restarted = run_train(tmp_path, quick(max_steps=1, lr=0.01), restart=True)
     assert restarted.steps == 1 and restarted.resumed_from_step is None
@@ -237,8 +238,8 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_combined_batch(tmp_
     assert summary["world_size"] == 2 and summary["steps"] == 1 and summary["rank"] == 0
 
     def config(batch_size: int) -> STATrainConfig:
-        return train_config("cpu", {"max_steps": 1, "batch_size": batch_size, "optimizer": "sgd", "lr": 0.5,
-                                    "batchnorm": "frozen", "num_workers": 0})  # fmt: skip
+        return replace(preset_config("cpu", "train"), max_steps=1, batch_size=batch_size, optimizer="sgd", lr=0.5,
+                       freeze_batchnorm=True, num_workers=0)  # fmt: skip
 
     run_train(single, config(8))
     run_train(half, config(4))
@@ -267,6 +268,6 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_the_rerun_resumes(tmp_path):
     assert "[interrupted: rerun to resume]" in out
     step = load_checkpoint(tmp_path / "checkpoints" / "sta" / "last.pt")["position"]["step"]
     assert step >= 10
-    config = train_config("cpu", {"epochs": 1000, "batch_size": 4, "num_workers": 0, "max_steps": step + 2})
+    config = replace(preset_config("cpu", "train"), epochs=1000, batch_size=4, num_workers=0, max_steps=step + 2)
     resumed = run_train(tmp_path, config)
     assert resumed.resumed_from_step == step and resumed.steps == step + 2

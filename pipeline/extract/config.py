@@ -1,0 +1,50 @@
+"""Settings of the extract stage, each classified by what it changes (`pipeline.common.settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.common.audio_features import AudioWindowConfig
+from pipeline.common.flow import FlowConfig
+from pipeline.common.settings import output_setting, run_setting
+from stores import features as fstore
+
+MIN_FRAMES = 3
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How videos become frames, flow and audio windows (SPEC §1.2-1.3)."""
+
+    # Bumped when extract writes other data for the same file and settings (it enters the fingerprints).
+    ALGORITHM_VERSION: ClassVar[int] = 1
+
+    fps: float | None = output_setting(None)  # None: the native frame rate
+    size: int = output_setting(356)
+    keep_aspect: bool = output_setting(False)
+    flow: FlowConfig = output_setting(default_factory=FlowConfig)
+    audio: AudioWindowConfig = output_setting(default_factory=AudioWindowConfig)
+    # Videos with fewer frames fail. Training needs t-1, t, t+1; predict clamps them and accepts 1.
+    min_frames: int = output_setting(MIN_FRAMES)
+    segment_frames: int = run_setting(512)  # frames per task; segments of any length write the same data
+    decoder_threads: int = run_setting(0)  # 0: as cpu_threads
+    # Threads each task gives OpenCV and torch (0: their own choice, one per core). A task already runs
+    # three threads of its own (read-ahead decoding, flow and audio, writing), which kept both cores of
+    # our 2-core machine busy; the libraries' own pools on top only fought them (1 thread: 5.4 ms of CPU
+    # per 720p frame; their default: 7.2 ms, and 20% fewer frames/s).
+    cpu_threads: int = run_setting(1)
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.size < 16:
+            raise ValueError(f"size must be at least 16 pixels, got {self.size}")
+        if self.flow.method not in ("dis", "none"):
+            raise ValueError(f"flow must be 'dis' or 'none', got {self.flow.method!r}")
+        if not 0 < self.flow.scale <= 1:
+            raise ValueError(f"flow scale must be in (0, 1], got {self.flow.scale}")
+        if self.segment_frames % fstore.CHUNK_T:
+            raise ValueError(f"segment_frames must be a multiple of {fstore.CHUNK_T}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be at least 1, got {self.min_frames}")
