@@ -181,17 +181,30 @@ class StoreSchema(Generic[S, V]):
     # --- the README's schema section ---------------------------------------------------------------
 
     def markdown(self) -> str:
+        """This kind's layout: its own attributes (beyond every store's) and its arrays."""
         lines = [f"{self.file_name}/  ({self.made_by}): {self.description}", "  attrs:"]
-        lines += [f"    {name:<22} {text}" for name, text in _attribute_docs(self.store_type)]
+        lines += [f"    {name:<22} {text}" for name, text in _attribute_docs(self.store_type, StoreAttrs)]
         lines += [f"  {VIDEOS}/<video_id>/", "    attrs:"]
-        lines += [f"      {name:<22} {text}" for name, text in _attribute_docs(self.video_type)]
+        lines += [f"      {name:<22} {text}" for name, text in _attribute_docs(self.video_type, VideoAttrs)]
         for spec in self.arrays:
-            lines.append(f"    {spec.name:<14} {spec.dtype:<8} ({', '.join(spec.dims)}){'  ' + spec.doc if spec.doc else ''}")
+            lines.append(f"    {spec.name:<13} {spec.dtype:<8} ({', '.join(spec.dims)})")
+            lines.append(f"    {'':<13} {spec.doc}")
         return "\n".join(lines)
 
 
-def _attribute_docs(cls: type) -> list[tuple[str, str]]:
-    return [(f.name, str(f.metadata.get("doc", ""))) for f in dataclasses.fields(cls)]
+def _attribute_docs(cls: type, base: type | None = None) -> list[tuple[str, str]]:
+    """(name, description) of the attributes `cls` declares beyond `base`'s."""
+    inherited = {f.name for f in dataclasses.fields(base)} if base is not None else set()
+    return [(f.name, str(f.metadata.get("doc", ""))) for f in dataclasses.fields(cls) if f.name not in inherited]
+
+
+def common_markdown() -> str:
+    """The attributes every store and every video group carry."""
+    lines = ["every store/        attrs:"]
+    lines += [f"  {name:<22} {text}" for name, text in _attribute_docs(StoreAttrs)]
+    lines += [f"  {VIDEOS}/<video_id>/  attrs:"]
+    lines += [f"    {name:<20} {text}" for name, text in _attribute_docs(VideoAttrs)]
+    return "\n".join(lines)
 
 
 def schemas() -> tuple[StoreSchema, ...]:
@@ -202,8 +215,8 @@ def schemas() -> tuple[StoreSchema, ...]:
 
 
 def readme_section() -> str:
-    """The body of the README's "Stores" section (between its heading and the next)."""
-    blocks = [schema.markdown() for schema in schemas()]
+    """The schema part of the README's "Stores" section (tests check that the README holds it)."""
+    blocks = [common_markdown()] + [schema.markdown() for schema in schemas()]
     return "\n\n".join(f"```\n{block}\n```" for block in blocks)
 
 

@@ -235,3 +235,30 @@ def write_sta_stores(
         video = pstore.PseudoVideo(label="thing", split=split, n_frames=n_frames, map_size=map_size)
         pstore.write_video(pseudo, video_id, maps, video, f"pseudo-{video_id}", 1)
     return STAStores(workspace, ids, centres)
+
+
+# --- small generated DAG workspaces -------------------------------------------------------------------
+
+# Sizes that keep a whole DAG run to a few seconds on one CPU thread.
+TINY = (
+    "extract.size=64", "pseudolabel.coarse_size=64", "pseudolabel.fine_size=64", "pseudolabel.map_size=32",
+    "pseudolabel.infer_batch=16", "pseudolabel.train.epochs=1", "pseudolabel.train.batch_size=16",
+    "train.epochs=1", "train.batch_size=4", "train.val_batch_size=16", "run.torch_threads=1",
+)  # fmt: skip
+
+
+def make_sets(root: Path) -> tuple[Path, Path]:
+    """2 classes x 2 training videos and 2 x 1 test videos, 1.2 s at 10 fps, 64 px."""
+    from pipeline.synth.generate import SynthConfig, generate
+
+    synth = dict(classes=2, seconds=1.2, fps=10, width=64, height=64)
+    generate(root / "train", SynthConfig(videos_per_class=2, seed=0, **synth))
+    generate(root / "test", SynthConfig(videos_per_class=1, seed=1, **synth))
+    return root / "train", root / "test"
+
+
+def first_run_overrides(train: Path, test: Path, *extra: str):
+    from pipeline.workspace.config import Overrides
+
+    return Overrides(videos=train, predict_videos=test, fixations=test / "truth.csv", fixations_layout="csv",
+                     preset="cpu", settings=TINY + extra)  # fmt: skip

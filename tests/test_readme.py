@@ -41,3 +41,10 @@ def test_referenced_source_files_exist():
     assert "benchmarks/extract.py" in referenced
     missing = sorted(path for path in referenced if not (ROOT / path).exists())
     assert missing == []
+
+
+def test_the_stores_section_is_the_declared_schema():
+    from stores.schema import readme_section
+
+    section = README[README.index("## Stores\n") : README.index("\n## ", README.index("## Stores\n") + 1)]
+    assert readme_section() in section

@@ -78,7 +78,8 @@ def run_evaluate(fixations: Path, workspace: Path, config: EvaluateConfig,
             context.cache.keep_only(context.used_keys)
             seconds = time.perf_counter() - began
             settings = {**_report_settings(config, shuffle, context, source), "inputs_stamp": stamp,
-                        "output_settings": output_settings(config)}  # what `avfix status` compares
+                        "output_settings": output_settings(config),
+                        "algorithm_version": config.ALGORITHM_VERSION}  # what `avfix status` compares
             report = rep.build_report(results, settings, problems, seconds)
             # Written last, each file atomically: an interrupted run leaves the previous report or none.
             written = rep.write_report(report, workspace, examples=[r.get("example_data", []) for r in results])

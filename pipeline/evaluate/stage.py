@@ -18,7 +18,7 @@ from pipeline.common.errors import BadInput
 from pipeline.common.files import sha256_file
 from pipeline.common.settings import describe_changes, output_settings
 from pipeline.evaluate.config import EvaluateConfig
-from pipeline.stage import COMPLETE, MISSING, NOT_CONFIGURED, STALE, Stage, StageRun, StageState, count
+from pipeline.stage import COMPLETE, MISSING, NOT_CONFIGURED, STALE, Stage, StageRun, StageState, count, version_change
 from stores import predictions as pred_store
 from stores import zarr_io
 
@@ -100,6 +100,9 @@ class EvaluateStage(Stage):
         recorded = dict(report.get("settings", {}))
         if "inputs_stamp" not in recorded:
             return StageState(self.name, STALE, "the report has no record of its inputs (made by an earlier avfix)", str(path))
+        changed_version = version_change("evaluate", recorded.get("algorithm_version"), config.evaluate.ALGORITHM_VERSION)
+        if changed_version:
+            return StageState(self.name, STALE, changed_version, str(path))
         if recorded["inputs_stamp"] != inputs_stamp(Path(config.run.fixations), Path(workspace), config.evaluate):
             changed = describe_changes(recorded.get("output_settings", {}), output_settings(config.evaluate))
             why = f"settings changed: {changed}" if changed else "the maps or the fixations changed since"

@@ -259,7 +259,7 @@ class PseudolabelStage(Stage):
             state = pseudo_video_state(video.video_id, video.fingerprint, attrs, expected, settings, recorded.settings,
                                        recorded.failures.get(video.video_id))  # fmt: skip
             if why and state.state == STALE and attrs is not None and attrs.features_fingerprint == video.fingerprint:
-                state.reason = why
+                state.reason = version_change("pseudolabel", attrs.algorithm_version, settings.ALGORITHM_VERSION) or why
             states.append(state)
         for video_id, (reason, features_fingerprint) in sorted(videos.unusable.items()):
             failure = recorded.failures.get(video_id) or {"reason": reason, "input": features_fingerprint}

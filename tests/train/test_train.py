@@ -19,7 +19,7 @@ import torch
 import zarr
 from conftest import write_sta_stores
 
-from pipeline.train.checkpoints import load_checkpoint
+from pipeline.train.checkpoints import load_checkpoint, read_header
 from pipeline.train.config import STATrainConfig, TrainError
 from pipeline.train.model import build_sta
 from pipeline.train.run import run_train
@@ -271,3 +271,27 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_the_rerun_resumes(tmp_path):
     config = replace(preset_config("cpu", "train"), epochs=1000, batch_size=4, num_workers=0, max_steps=step + 2)
     resumed = run_train(tmp_path, config)
     assert resumed.resumed_from_step == step and resumed.steps == step + 2
+
+
+class _RunsCode:
+    """Unpickling this creates a file: what an unsafe loader would do with a planted checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_headers_are_read_with_the_safe_loader(tmp_path):
+    write_sta_stores(tmp_path, n_videos=3, n_frames=16)
+    run_train(tmp_path, quick(max_steps=1))
+    last = tmp_path / "checkpoints" / "sta" / "last.pt"
+    header = read_header(last)
+    assert header["position"]["step"] == 1 and header["settings"]["lr"] == quick().lr
+    assert not {"model", "optimizer", "rng"} & set(header)  # the weights are not part of the header
+    marker = tmp_path / "code-ran"
+    torch.save({**torch.load(last, weights_only=True), "planted": _RunsCode(marker)}, last)
+    with pytest.raises(TrainError, match="last.pt: not a readable PyTorch checkpoint"):
+        read_header(last)
+    assert not marker.exists()

@@ -16,10 +16,10 @@ import pytest
 import torch
 import zarr
 from click.testing import CliRunner
+from conftest import TINY, first_run_overrides, make_sets
 
 from cli import main
 from pipeline.common.settings import jsonable
-from pipeline.synth.generate import SynthConfig, generate
 from pipeline.workspace import dag, registry
 from pipeline.workspace.config import (
     PRESETS,
@@ -30,28 +30,8 @@ from pipeline.workspace.config import (
     write_config,
 )  # fmt: skip
 from pipeline.workspace.dag import RunRequest, run_dag
+from pipeline.workspace.registry import NAMES as STAGES
 from pipeline.workspace.status import read_status
-
-# Sizes that keep a whole DAG run to a few seconds on one CPU thread.
-TINY = (
-    "extract.size=64", "pseudolabel.coarse_size=64", "pseudolabel.fine_size=64", "pseudolabel.map_size=32",
-    "pseudolabel.infer_batch=16", "pseudolabel.train.epochs=1", "pseudolabel.train.batch_size=16",
-    "train.epochs=1", "train.batch_size=4", "train.val_batch_size=16", "run.torch_threads=1",
-)  # fmt: skip
-STAGES = ("extract", "pseudolabel", "train", "predict", "evaluate")
-
-
-def make_sets(root: Path) -> tuple[Path, Path]:
-    """2 classes x 2 training videos and 2 x 1 test videos, 1.2 s at 10 fps, 64 px."""
-    synth = dict(classes=2, seconds=1.2, fps=10, width=64, height=64)
-    generate(root / "train", SynthConfig(videos_per_class=2, seed=0, **synth))
-    generate(root / "test", SynthConfig(videos_per_class=1, seed=1, **synth))
-    return root / "train", root / "test"
-
-
-def first_run_overrides(train: Path, test: Path, *extra: str) -> Overrides:
-    return Overrides(videos=train, predict_videos=test, fixations=test / "truth.csv", fixations_layout="csv",
-                     preset="cpu", settings=TINY + extra)  # fmt: skip
 
 
 def run(ws: Path, *settings: str, until: str | None = None, force: tuple[str, ...] = ()) -> tuple[dag.RunSummary, list[str]]:

@@ -1,0 +1,69 @@
+"""The store schema in one place: typed attributes, declared keys only, every array preallocated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stores import features as fstore
+from stores import predictions as pred_store
+from stores import pseudo as pstore
+from stores import zarr_io
+from stores.schema import SCHEMA_VERSION, schemas
+
+
+def test_each_kind_declares_its_arrays_and_attributes_once():
+    assert [s.kind for s in schemas()] == ["features", "pseudo", "predictions"]
+    assert [s.file_name for s in schemas()] == ["features.zarr", "pseudo.zarr", "predictions.zarr"]
+    for schema in schemas():
+        names = [spec.name for spec in schema.arrays]
+        assert len(names) == len(set(names)) and all(spec.doc for spec in schema.arrays), schema.kind
+        for cls in (schema.store_type, schema.video_type):
+            assert all(f.metadata.get("doc") for f in dataclasses.fields(cls)), cls.__name__
+
+
+def test_attributes_are_written_and_read_as_their_dataclass(tmp_path):
+    schema = fstore.SCHEMA
+    root = schema.open_for_writing(tmp_path / "f.zarr")
+    schema.update_store(root, classes=["cat", "dog"])
+    stored = schema.read_store(root)
+    assert (stored.store_kind, stored.schema_version, stored.classes, stored.failures) == ("features", SCHEMA_VERSION,
+                                                                                          ["cat", "dog"], {})
+    assert set(dict(root.attrs)) >= {f.name for f in dataclasses.fields(schema.store_type)}  # all declared, at once
+    video = fstore.FeaturesVideo(label="cat", n_frames=3, height=4, width=5, has_audio=True, settings={"size": 5})
+    shapes = fstore.VideoShape(3, 4, 5, 2, 2, 7, 6).array_shapes()
+    group = schema.create_video(root, "a", video, shapes)
+    assert {name for name, _ in group.arrays()} == {spec.name for spec in schema.arrays}
+    assert group["frames"].shape == (3, 4, 5, 3) and group["audio"].shape == (3, 7, 6)
+    read = schema.read_video(root, "a")
+    assert read == dataclasses.replace(video, status=zarr_io.STATUS_IN_PROGRESS)
+    schema.mark_complete(group, "fp", 7, segments_done=[[0, 3]])
+    read = schema.read_video(root, "a")
+    assert (read.status, read.fingerprint, read.algorithm_version, read.segments_done) == ("complete", "fp", 7, [[0, 3]])
+    assert schema.complete_videos(root) == ["a"] and schema.read_video(root, "missing") is None
+
+
+def test_undeclared_attributes_are_refused_and_unknown_ones_ignored(tmp_path):
+    schema = pred_store.SCHEMA
+    root = schema.open_for_writing(tmp_path / "p.zarr")
+    group = schema.create_video(root, "v", pred_store.PredictionsVideo(n_frames=2), pred_store.array_shapes(2, 3, 4))
+    with pytest.raises(KeyError, match="PredictionsVideo declares no attribute labelz"):
+        schema.update_video(group, labelz="x")
+    with pytest.raises(KeyError, match="declares no attribute colour"):
+        schema.update_store(root, colour="red")
+    with pytest.raises(ValueError, match="no shape for array"):
+        schema.create_video(root, "w", pred_store.PredictionsVideo(), {"saliency": (1, 2, 2)})
+    group.attrs["written_by_an_older_avfix"] = 1  # read back without it, the rest intact
+    assert schema.read_video(root, "v").n_frames == 2
+
+
+def test_forget_completion_drops_the_partial_reuse_records(tmp_path):
+    schema = pstore.SCHEMA
+    root = schema.open_for_writing(tmp_path / "p.zarr")
+    group = schema.create_video(root, "v", pstore.PseudoVideo(label="cat"), pstore.array_shapes(2, 8))
+    schema.update_video(group, coarse_fingerprint="c")
+    schema.mark_complete(group, "fp", 1)
+    assert schema.forget_completion(tmp_path / "p.zarr") == 1
+    read = schema.read_video(zarr_io.open_root(tmp_path / "p.zarr"), "v")
+    assert (read.status, read.coarse_fingerprint, read.label) == ("in_progress", None, "cat")
