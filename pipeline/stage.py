@@ -21,7 +21,7 @@ its output does not exist.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
@@ -106,6 +106,16 @@ def failed_state(video_id: str, failure: dict[str, Any], current_input: Any) -> 
     return VideoState(video_id, FAILED, reason, retry=False)
 
 
+def unfinished_state(video_id: str, written: bool, failure: dict[str, Any] | None, current_input: Any,
+                     not_yet: str) -> VideoState:  # fmt: skip
+    """A video that is not complete: failed (`failed_state`), partly written (interrupted), or not made yet."""
+    if failure is not None:
+        return failed_state(video_id, failure, current_input)
+    if written:
+        return VideoState(video_id, MISSING, "partly written (interrupted)")
+    return VideoState(video_id, MISSING, not_yet)
+
+
 def version_change(what: str, recorded: int | None, current: int) -> str:
     """Why a video made by another algorithm version is stale ("" when it is the current one)."""
     if recorded == current:
@@ -113,6 +123,27 @@ def version_change(what: str, recorded: int | None, current: int) -> str:
     if recorded is None:
         return f"made before {what} recorded its algorithm version (now {current}): made again once"
     return f"made by {what} algorithm version {recorded}, now {current}"
+
+
+@dataclass(kw_only=True)
+class VideoCounts:
+    """What the per-video stages' summaries share: how many videos were done, skipped and failed (with
+    why), how long it took, and whether Ctrl-C stopped it."""
+
+    store: str
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
 
 
 class StageSummary(Protocol):
@@ -157,10 +188,16 @@ class Stage(ABC):
     def state(self, workspace: Path, config: WorkspaceConfig) -> StageState:
         """Where the stage stands; reads only, writes nothing."""
 
-    @abstractmethod
     def run(self, run: StageRun) -> StageSummary:
         """Do the work that is missing or stale; the stage skips the rest by the same rule as `state`.
         With `run.forced` it first discards what it would reuse (`forget`)."""
+        if run.forced:
+            self.forget(run.workspace, run.config)
+        return self.work(run)
+
+    @abstractmethod
+    def work(self, run: StageRun) -> StageSummary:
+        """The stage's run proper (see `run`)."""
 
     @abstractmethod
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:

@@ -112,15 +112,13 @@ class EvaluateStage(Stage):
         detail = count(items, "item") + (f", {count(problems, 'problem')}" if problems else "")
         return StageState(self.name, COMPLETE, "", str(path), detail=detail)
 
-    def run(self, run: StageRun) -> EvaluateSummary:
+    def work(self, run: StageRun) -> EvaluateSummary:
         from pipeline.common.progress import Progress
         from pipeline.evaluate.run import run_evaluate
 
         config = run.config
         if config.run.fixations is None:
             raise BadInput("no fixations: pass FIXATIONS (or --fixations) or set [run] fixations")
-        if run.forced:
-            self.forget(run.workspace, config)
         progress = Progress(enabled=run.progress)
         summary = run_evaluate(Path(config.run.fixations), run.workspace, config.evaluate, progress)
         for failure in summary.failures[:20]:

@@ -16,14 +16,8 @@ from torch import Tensor
 from pipeline.evaluate import fixations as fx
 from pipeline.evaluate.cache import cache_key, points_digest, truth_stamp
 from pipeline.evaluate.scoring import (
-    EvaluateContext,
-    ProcessedMaps,
-    TruthBatch,
-    density_from_points,
-    fixation_tensors,
-    method_maps,
-    score_batch,
-)
+    EvaluateContext, ProcessedMaps, TruthBatch, density_from_points, fixation_tensors, method_maps, score_batch,
+)  # fmt: skip
 
 # --- videos -----------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,13 +26,8 @@ from distributed import Client, as_completed
 
 from pipeline.common import media
 from pipeline.common.audio_features import (
-    HOP,
-    N_FFT,
-    SAMPLE_RATE,
-    AudioWindowConfig,
-    frame_audio_features,
-    resample_to_16k,
-)
+    HOP, N_FFT, SAMPLE_RATE, AudioWindowConfig, frame_audio_features, resample_to_16k,
+)  # fmt: skip
 from pipeline.common.files import file_stamp, sha256_file
 from pipeline.common.flow import FlowComputer
 from pipeline.common.inputs import InputSet, discover
@@ -42,7 +37,7 @@ from pipeline.common.scheduling import SchedulerConfig, dask_client
 from pipeline.common.settings import jsonable, output_settings
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.stage import extracted_video_state, video_fingerprint
-from pipeline.stage import COMPLETE
+from pipeline.stage import COMPLETE, VideoCounts
 from stores import features as fstore
 from stores import zarr_io
 from stores.records import VideoRecord
@@ -182,20 +177,9 @@ class _SegmentAudio:
 # --- coordination ----------------------------------------------------------------------------
 
 
-@dataclass
-class ExtractSummary:
-    store: str
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
+@dataclass(kw_only=True)
+class ExtractSummary(VideoCounts):
     frames_written: int = 0
-    seconds: float = 0.0
-    failures: list[dict[str, str]] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and not self.interrupted
 
     def line(self) -> str:
         rate = self.frames_written / self.seconds if self.seconds > 0 else 0.0
@@ -204,9 +188,6 @@ class ExtractSummary:
             f"({self.frames_written} frames in {self.seconds:.1f} s, {rate:.0f} frames/s) -> {self.store}"
         )
         return text + (" [interrupted: rerun to resume]" if self.interrupted else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
 
 
 def video_shape(probe_: media.MediaProbe, config: ExtractConfig) -> fstore.VideoShape:

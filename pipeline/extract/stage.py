@@ -16,19 +16,8 @@ from pipeline.common.inputs import InputError, discover
 from pipeline.common.settings import describe_changes, output_settings
 from pipeline.extract.config import ExtractConfig
 from pipeline.stage import (
-    COMPLETE,
-    FAILED,
-    MISSING,
-    NOT_CONFIGURED,
-    STALE,
-    TRAINING_VIDEOS,
-    Stage,
-    StageRun,
-    StageState,
-    VideoState,
-    failed_state,
-    summarise,
-    version_change,
+    COMPLETE, FAILED, MISSING, NOT_CONFIGURED, STALE, TRAINING_VIDEOS, Stage, StageRun, StageState, VideoState,
+    summarise, unfinished_state, version_change,
 )  # fmt: skip
 from stores import features as fstore
 from stores import zarr_io
@@ -63,11 +52,7 @@ def extracted_video_state(record: VideoRecord, attrs: fstore.FeaturesVideo | Non
             changed = describe_changes(attrs.settings, output_settings(config))
             return VideoState(video_id, STALE, f"settings changed: {changed}" if changed else "its fingerprint differs")
         return VideoState(video_id, COMPLETE)
-    if failure is not None:
-        return failed_state(video_id, failure, file_stamp(path))
-    if attrs is not None:
-        return VideoState(video_id, MISSING, "partly written (interrupted)")
-    return VideoState(video_id, MISSING, "not extracted yet")
+    return unfinished_state(video_id, attrs is not None, failure, file_stamp(path), "not extracted yet")
 
 
 def extraction_state(stage: str, source: Path, store: Path, config: ExtractConfig, require_labels: bool) -> StageState:
@@ -104,15 +89,13 @@ class ExtractStage(Stage):
             return StageState(self.name, NOT_CONFIGURED, "no training videos: pass VIDEOS or set [run] videos", str(store))
         return extraction_state(self.name, Path(config.run.videos), store, config.extract, require_labels=True)
 
-    def run(self, run: StageRun) -> ExtractSummary:
+    def work(self, run: StageRun) -> ExtractSummary:
         from pipeline.common.progress import Progress
         from pipeline.extract.run import run_extract
 
         config = run.config
         if config.run.videos is None:
             raise InputError("no training videos: pass VIDEOS or set [run] videos")
-        if run.forced:
-            self.forget(run.workspace, config)
         progress = Progress(enabled=run.progress)
         return run_extract(config.run.videos, run.workspace, config.extract, config.scheduler(), progress,
                            on_failure=lambda path, reason: progress.message(f"FAILED {path}: {reason}"))  # fmt: skip

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,16 +37,10 @@ from pipeline.extract.run import run_extract
 from pipeline.predict.config import MAPS, PredictConfig
 from pipeline.predict.overlay import write_overlay
 from pipeline.predict.stage import (
-    PredictError,
-    extract_config_for,
-    features_path,
-    find_checkpoint,
-    maps_fingerprint,
-    overlay_fingerprint,
-    overlay_path,
-    predicted_video_state,
+    PredictError, extract_config_for, features_path, find_checkpoint, maps_fingerprint, overlay_fingerprint,
+    overlay_path, predicted_video_state,
 )  # fmt: skip
-from pipeline.stage import COMPLETE
+from pipeline.stage import COMPLETE, VideoCounts
 from pipeline.train.augment import resize_flow, resize_frames
 from pipeline.train.checkpoints import load_checkpoint
 from pipeline.train.config import TrainError
@@ -60,24 +54,13 @@ log = logging.getLogger(__name__)
 MIN_CONTEXT_FRAMES = 3  # t−1, t, t+1
 
 
-@dataclass
-class PredictSummary:
-    store: str
+@dataclass(kw_only=True)
+class PredictSummary(VideoCounts):
     checkpoint: str = ""
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
     frames: int = 0
     overlays: int = 0
     empty_maps: int = 0  # frames whose map is all zero (see `line`)
     short_videos: dict[str, int] = field(default_factory=dict)  # video id -> frame count (< 3)
-    failures: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and not self.interrupted
 
     def line(self) -> str:
         text = (f"predict: {self.done} done, {self.skipped} skipped, {self.failed} failed "
@@ -89,9 +72,6 @@ class PredictSummary:
             text += (f"; {self.empty_maps} frame(s) got an all-zero map (the network's probability stays "
                      "below 1/255 everywhere, and SPEC §4.6 quantises before normalising)")  # fmt: skip
         return text + (" [interrupted: rerun to resume]" if self.interrupted else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
 
 
 def load_model(path: Path, device: torch.device) -> tuple[STANet, dict[str, Any]]:

@@ -21,19 +21,8 @@ from pipeline.extract.config import ExtractConfig
 from pipeline.extract.stage import extraction_state
 from pipeline.predict.config import MAPS, OVERLAY, PredictConfig
 from pipeline.stage import (
-    COMPLETE,
-    FAILED,
-    MISSING,
-    NOT_CONFIGURED,
-    PREDICT_VIDEOS,
-    STALE,
-    Stage,
-    StageRun,
-    StageState,
-    VideoState,
-    failed_state,
-    summarise,
-    version_change,
+    COMPLETE, FAILED, MISSING, NOT_CONFIGURED, PREDICT_VIDEOS, STALE, Stage, StageRun, StageState, VideoState,
+    summarise, unfinished_state, version_change,
 )  # fmt: skip
 from pipeline.train.checkpoints import checkpoint_dir, read_header
 from pipeline.train.stage import BEST, LAST
@@ -110,11 +99,7 @@ def predicted_video_state(video_id: str, attrs: pred_store.PredictionsVideo | No
         if config.overlay and attrs.overlay_fingerprint != overlay_fingerprint(expected, config):
             return VideoState(video_id, STALE, "its overlay was made with other overlay settings")
         return VideoState(video_id, COMPLETE)
-    if failure is not None:
-        return failed_state(video_id, failure, current_input)
-    if attrs is not None:
-        return VideoState(video_id, MISSING, "partly written (interrupted)")
-    return VideoState(video_id, MISSING, "not predicted yet")
+    return unfinished_state(video_id, attrs is not None, failure, current_input, "not predicted yet")
 
 
 class PredictStage(Stage):
@@ -167,15 +152,13 @@ class PredictStage(Stage):
             ))  # fmt: skip
         return summarise(self.name, output, videos, missing_output=root is None)
 
-    def run(self, run: StageRun) -> PredictSummary:
+    def work(self, run: StageRun) -> PredictSummary:
         from pipeline.common.progress import Progress
         from pipeline.predict.run import run_predict
 
         config = run.config
         if config.run.predict_videos is None:
             raise InputError("no videos to predict: pass VIDEOS (or --predict) or set [run] predict_videos")
-        if run.forced:
-            self.forget(run.workspace, config)
         progress = Progress(enabled=run.progress)
         return run_predict(config.run.predict_videos, run.workspace, config.predict, config.scheduler(), progress,
                            on_failure=lambda path, reason: progress.message(f"FAILED {path}: {reason}"))  # fmt: skip

@@ -24,14 +24,9 @@ from torch import Tensor
 from models.classifiers import Branch, SCAMClassifier
 from models.device import autocast
 from models.selection import (
-    box_masks,
-    paste_back,
-    probability_weighted_fusion,
-    scale_boxes,
-    selection_boxes,
-    temporal_smooth,
+    box_masks, paste_back, probability_weighted_fusion, scale_boxes, selection_boxes, temporal_smooth,
     threshold_pseudo_gt,
-)
+)  # fmt: skip
 from pipeline.pseudolabel.batches import visual_input
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from stores import pseudo as pstore

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -33,23 +33,11 @@ from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.pseudolabel.event_audio import load_vggsound_scorer, video_event_probabilities
 from pipeline.pseudolabel.maps import SCAMModels, coarse_pass, fine_pass, smoothing_pass
 from pipeline.pseudolabel.stage import (
-    PseudolabelError,
-    TrainingKey,
-    Videos,
-    coarse_fingerprint,
-    pseudo_video_state,
-    split_by_video,
-    usable_videos,
+    PseudolabelError, TrainingKey, Videos, coarse_fingerprint, pseudo_video_state, split_by_video, usable_videos,
     video_fingerprint,
 )  # fmt: skip
-from pipeline.pseudolabel.training import (
-    Boxes,
-    ClassifierTrainer,
-    train_coarse,
-    train_event_classifier,
-    train_fine,
-)
-from pipeline.stage import COMPLETE
+from pipeline.pseudolabel.training import Boxes, ClassifierTrainer, train_coarse, train_event_classifier, train_fine
+from pipeline.stage import COMPLETE, VideoCounts
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
@@ -59,24 +47,13 @@ log = logging.getLogger(__name__)
 __all__ = ["PseudolabelConfig", "PseudolabelError", "PseudolabelSummary", "run_pseudolabel"]
 
 
-@dataclass
-class PseudolabelSummary:
-    store: str
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
+@dataclass(kw_only=True)
+class PseudolabelSummary(VideoCounts):
     frames: int = 0
     frames_with_pseudo_gt: int = 0
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per classifier and per pass
-    failures: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and not self.interrupted
 
     def line(self) -> str:
         accuracy = ", ".join(f"{name} {scores['val']:.2f}" for name, scores in self.accuracy.items())
@@ -86,9 +63,6 @@ class PseudolabelSummary:
             f"validation accuracy: {accuracy or 'n/a'} ({self.seconds:.1f} s) -> {self.store}"
         )
         return text + (" [interrupted: rerun to resume]" if self.interrupted else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
 
 
 # --- inputs -------------------------------------------------------------------------------------

@@ -22,17 +22,8 @@ from pipeline.common.files import sha256_file
 from pipeline.common.settings import describe_changes, output_settings
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.stage import (
-    COMPLETE,
-    MISSING,
-    STALE,
-    TRAINING_VIDEOS,
-    Stage,
-    StageRun,
-    StageState,
-    VideoState,
-    failed_state,
-    summarise,
-    version_change,
+    COMPLETE, MISSING, STALE, TRAINING_VIDEOS, Stage, StageRun, StageState, VideoState, failed_state, summarise,
+    unfinished_state, version_change,
 )  # fmt: skip
 from stores import features as fstore
 from stores import pseudo as pstore
@@ -221,11 +212,7 @@ def pseudo_video_state(video_id: str, features_fingerprint: str, attrs: pstore.P
         changed = describe_changes(recorded_settings, output_settings(config))
         return VideoState(video_id, STALE, f"settings changed: {changed}" if changed
                           else "the classifiers changed since the maps were made")  # fmt: skip
-    if failure is not None:
-        return failed_state(video_id, failure, features_fingerprint)
-    if attrs is not None:
-        return VideoState(video_id, MISSING, "partly written (interrupted)")
-    return VideoState(video_id, MISSING, "not labelled yet")
+    return unfinished_state(video_id, attrs is not None, failure, features_fingerprint, "not labelled yet")
 
 
 class PseudolabelStage(Stage):
@@ -267,12 +254,10 @@ class PseudolabelStage(Stage):
         states.sort(key=lambda v: v.video_id)
         return summarise(self.name, output, states, missing_output=root is None)
 
-    def run(self, run: StageRun) -> PseudolabelSummary:
+    def work(self, run: StageRun) -> PseudolabelSummary:
         from pipeline.common.progress import Progress
         from pipeline.pseudolabel.run import run_pseudolabel
 
-        if run.forced:
-            self.forget(run.workspace, run.config)
         return run_pseudolabel(run.workspace, run.config.pseudolabel, Progress(enabled=run.progress))
 
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:

@@ -39,13 +39,7 @@ from pipeline.common.settings import output_setting
 from pipeline.synth.classes import MAX_CLASSES, ClassSpec, class_specs
 from pipeline.synth.render import Background, Track, draw_objects, smooth_path
 from pipeline.synth.sound import soundtrack
-from pipeline.synth.truth import (
-    DISTRACTORS_FILE,
-    TRUTH_FILE,
-    TruthTrack,
-    write_distractors,
-    write_truth,
-)  # fmt: skip
+from pipeline.synth.truth import DISTRACTORS_FILE, TRUTH_FILE, TruthTrack, write_distractors, write_truth
 
 GENERATOR_VERSION = 1  # bump when the pictures or sounds change, so old folders are not reused
 MANIFEST_FILE = "synth.json"

@@ -45,26 +45,14 @@ from pipeline.common.progress import Progress
 from pipeline.common.settings import jsonable
 from pipeline.train.augment import augment_batch, draw_affine, resize_flow, resize_frames, resize_map
 from pipeline.train.checkpoints import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_SCHEMA,
-    checkpoint_dir,
-    load_checkpoint,
-    read_header,
-    restore_rng,
-    rng_states,
+    CHECKPOINT_FORMAT, CHECKPOINT_SCHEMA, checkpoint_dir, load_checkpoint, read_header, restore_rng, rng_states,
 )  # fmt: skip
 from pipeline.train.config import STATrainConfig, TrainError
 from pipeline.train.model import build_sta
 from pipeline.train.processes import Distributed, StopRequest
 from pipeline.train.stage import (
-    BEST,
-    LAST,
-    METRICS,
-    checkpoint_header,
-    checkpoint_verdict,
-    training_data_key,
-    training_finished,
-)
+    BEST, LAST, METRICS, checkpoint_header, checkpoint_verdict, training_data_key, training_finished,
+)  # fmt: skip
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io

@@ -130,11 +130,14 @@ class TrainStage(Stage):
                           restart=verdict.restart)  # fmt: skip
 
     def run(self, run: StageRun) -> TrainSummary:
+        # Forced, or checkpoints that do not fit: run_train discards them itself, in step with every
+        # process of a torchrun job (`forget` in one process could race the others).
+        return self.work(run)
+
+    def work(self, run: StageRun) -> TrainSummary:
         from pipeline.train.run import TrainProgress, run_train
 
         progress = TrainProgress(enabled=run.progress)
-        # Forced, or checkpoints that do not fit: run_train discards them itself, in step with every
-        # process of a torchrun job.
         return run_train(run.workspace, run.config.train, progress, report=progress.message,
                          restart=run.forced or run.restart)  # fmt: skip
 

@@ -12,14 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.stage import (
-    COMPLETE,
-    FAILED,
-    NOT_CONFIGURED,
-    PREDICT_VIDEOS,
-    STALE,
-    TRAINING_VIDEOS,
-    VIDEO_STATES,
-    StageState,
+    COMPLETE, FAILED, NOT_CONFIGURED, PREDICT_VIDEOS, STALE, TRAINING_VIDEOS, VIDEO_STATES, StageState,
 )  # fmt: skip
 from pipeline.workspace.config import Overrides, WorkspaceConfig, load_config
 from pipeline.workspace.registry import STAGES

@@ -6,14 +6,9 @@ import scipy.signal
 import torch
 
 from pipeline.common.audio_features import (
-    AudioWindowConfig,
-    cut_windows,
-    frame_audio_features,
-    log_spectrogram_windows,
-    psd_spectrogram,
-    resample_to_16k,
+    AudioWindowConfig, cut_windows, frame_audio_features, log_spectrogram_windows, psd_spectrogram, resample_to_16k,
     tukey_window,
-)
+)  # fmt: skip
 
 
 def scipy_features(window: np.ndarray) -> np.ndarray:

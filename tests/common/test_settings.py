@@ -9,15 +9,8 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from pipeline.common.settings import (
-    Role,
-    describe_changes,
-    from_settings,
-    keys_with_role,
-    nested_config_types,
-    output_setting,
-    output_settings,
-    run_setting,
-    unclassified_fields,
+    Role, describe_changes, from_settings, keys_with_role, nested_config_types, output_setting, output_settings,
+    run_setting, unclassified_fields,
 )  # fmt: skip
 from pipeline.extract.config import ExtractConfig
 from pipeline.pseudolabel.config import PseudolabelConfig

@@ -18,14 +18,9 @@ from models.blocks import ReceptiveFieldBlock
 from models.cam import class_activation_maps
 from models.classifiers import Branch, ClassifierConfig, SCAMClassifier, Stage
 from models.selection import (
-    crop_and_resize,
-    paste_back,
-    probability_weighted_fusion,
-    scale_boxes,
-    selection_boxes,
-    temporal_smooth,
+    crop_and_resize, paste_back, probability_weighted_fusion, scale_boxes, selection_boxes, temporal_smooth,
     threshold_pseudo_gt,
-)
+)  # fmt: skip
 
 N_CLASSES = 5
 TINY_AUDIO = AudioEncoderConfig(width=8)

@@ -15,15 +15,8 @@ from models import metrics
 from models.audio_encoder import AudioEncoderConfig
 from models.backbones import build_backbone
 from models.sta import (
-    LossWeights,
-    STAConfig,
-    STANet,
-    gaussian_blur,
-    kl_divergence,
-    postprocess_saliency,
-    sta_loss,
-    weighted_nss,
-)
+    LossWeights, STAConfig, STANet, gaussian_blur, kl_divergence, postprocess_saliency, sta_loss, weighted_nss,
+)  # fmt: skip
 from pipeline.train.augment import AugmentConfig, augment_batch, draw_affine, identity_affine, resize_flow
 
 TINY = STAConfig(width=8, audio_channels=8, switch_hidden=16, flow_channels=4,

@@ -21,14 +21,7 @@ from conftest import TINY, first_run_overrides, make_sets
 from cli import main
 from pipeline.common.settings import jsonable
 from pipeline.workspace import dag, registry
-from pipeline.workspace.config import (
-    PRESETS,
-    ConfigError,
-    Overrides,
-    load_config,
-    preset_defaults,
-    write_config,
-)  # fmt: skip
+from pipeline.workspace.config import PRESETS, ConfigError, Overrides, load_config, preset_defaults, write_config
 from pipeline.workspace.dag import RunRequest, run_dag
 from pipeline.workspace.registry import NAMES as STAGES
 from pipeline.workspace.status import read_status
