@@ -90,8 +90,7 @@ def _run_stage(ctx: click.Context, stage: str, workspace: Path, quiet: bool, as_
     from pipeline.workspace.dag import run_stage
 
     overrides = _workspace_overrides(ctx, stage, preset, **inputs)
-    summary = run_stage(stage, workspace, overrides, progress=not quiet, forced=forced,
-                        echo=lambda text: click.echo(text, err=True))  # fmt: skip
+    summary = run_stage(stage, workspace, overrides, progress=not quiet, forced=forced)
     if getattr(summary, "rank", 0) == 0:
         _emit_summary(summary.to_dict(), as_json, summary.line())
     _exit_code(summary)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from pipeline.workspace.config import WorkspaceConfig
@@ -167,8 +167,7 @@ class StageRun:
     config: WorkspaceConfig
     forced: bool = False  # redo the work even where it is up to date (the run calls `forget` first)
     restart: bool = False  # train only: discard checkpoints that do not fit (the state said so)
-    progress: bool = True
-    report: Callable[[str], None] = print  # lines for the user (failures, notes)
+    progress: bool = True  # progress bars; the stage's FAILED and warning lines show either way
 
 
 class Stage(ABC):

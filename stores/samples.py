@@ -39,7 +39,7 @@ from stores import zarr_io
 from stores.datasets import ChunkCache
 
 
-class SampleError(Exception):
+class SampleError(zarr_io.StoreError):
     """The stores hold nothing to train on, or cannot be combined (clear message for the user)."""
 
 

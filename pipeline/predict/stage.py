@@ -148,7 +148,7 @@ class PredictStage(Stage):
             expected = maps_fingerprint(checkpoint_sha, settings, str(decoded_attrs.fingerprint) if decoded_attrs else "")
             videos.append(predicted_video_state(
                 video_id, attrs, expected, settings, overlay_path(workspace, video_id).is_file(),
-                recorded.settings, recorded.failures.get(video_id), file_stamp(paths.get(video_id, "")),
+                recorded.settings, recorded.failures.get(video_id), file_stamp(paths[video_id]),
             ))  # fmt: skip
         return summarise(self.name, output, videos, missing_output=root is None)
 

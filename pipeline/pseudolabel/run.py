@@ -130,7 +130,7 @@ def run_pseudolabel(
         features_store=str(features_path), train_videos=[v.video_id for v in train_videos],
         val_videos=[v.video_id for v in val_videos],
     )  # fmt: skip
-    stage = _Stage(workspace, config, videos, val_videos, trainer, root, device, summary, progress, report)
+    stage = _LabelRun(workspace, config, videos, val_videos, trainer, root, device, summary, progress, report)
     try:
         stage.run()
     except KeyboardInterrupt:
@@ -147,7 +147,7 @@ def run_pseudolabel(
     return summary
 
 
-class _Stage:
+class _LabelRun:
     """One run of the stage: the order of training and passes, and the per-video bookkeeping."""
 
     def __init__(self, workspace: Path, config: PseudolabelConfig, videos: list[VideoInfo],

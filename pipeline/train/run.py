@@ -328,7 +328,7 @@ def _data(workspace: Path, config: STATrainConfig, processes: Distributed) -> _D
     features_path, pseudo_path = fstore.SCHEMA.path(workspace), pstore.SCHEMA.path(workspace)
     try:
         videos, events, notes = index_videos(features_path, pseudo_path, config.val_fraction, config.seed)
-    except (zarr_io.StoreError, SampleError) as exc:
+    except zarr_io.StoreError as exc:  # SampleError is one too
         raise TrainError(str(exc)) from exc
     train_videos = [v for v in videos if v.split == "train"]
     if not any(v.gt_frames for v in train_videos):

@@ -156,8 +156,7 @@ def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: Run
                                    ok=state.state != FAILED)  # fmt: skip
         else:
             echo(f"{name}: running ({'forced' if forced else state.reason})")
-            run = StageRun(workspace, config, forced=forced, restart=state.restart, progress=request.progress,
-                           report=echo)  # fmt: skip
+            run = StageRun(workspace, config, forced=forced, restart=state.restart, progress=request.progress)
             outcome = _ran(name, chosen.run(run))
     except KeyboardInterrupt:
         outcome = StageOutcome(name, "interrupted", f"{name}: interrupted [rerun to resume]", ok=False)
@@ -174,8 +173,8 @@ def _ran(name: str, summary: StageSummary) -> StageOutcome:
                         summary=summary.to_dict())  # fmt: skip
 
 
-def run_stage(name: str, workspace: str | Path, overrides: Overrides, progress: bool = True, forced: bool = False,
-              echo: Echo = print) -> StageSummary:  # fmt: skip
+def run_stage(name: str, workspace: str | Path, overrides: Overrides, progress: bool = True,
+              forced: bool = False) -> StageSummary:  # fmt: skip
     """One stage, as its command runs it: the workspace's configuration (WS/avfix.toml or the preset's
     defaults) with the command's options; `forced` redoes what is up to date. The stage skips what is
     up to date by its own rule. Nothing but the stage's output is written."""
@@ -185,4 +184,4 @@ def run_stage(name: str, workspace: str | Path, overrides: Overrides, progress: 
         config = load_config(workspace, overrides).config
     except ConfigError as exc:
         raise OptionError(str(exc)) from exc
-    return stage(name).run(StageRun(workspace, config, forced=forced, progress=progress, report=echo))
+    return stage(name).run(StageRun(workspace, config, forced=forced, progress=progress))

@@ -213,7 +213,7 @@ def test_state_and_the_stages_own_run_agree(root, monkeypatch, name, why, pertur
     assert (status.state, status.reason) == (before.state, before.reason)
 
     marks = made(name, ws)
-    summary = stage.run(StageRun(ws, config, restart=before.restart, progress=False, report=lambda line: None))
+    summary = stage.run(StageRun(ws, config, restart=before.restart, progress=False))
     assert summary.ok and not summary.interrupted, summary.line()
     after_marks = made(name, ws)
     if name in PER_VIDEO:
