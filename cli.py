@@ -31,13 +31,13 @@ class AvfixGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - sorted into bad input and bugs right here
-            from pipeline.common.errors import PROBLEMS
+            from pipeline.common.errors import is_problem, one_line
             from pipeline.workspace.dag import OptionError
 
             if isinstance(exc, OptionError):
                 raise _usage_line(str(exc)) from exc
-            if isinstance(exc, PROBLEMS):
-                raise click.ClickException(str(exc)) from exc
+            if is_problem(exc):
+                raise click.ClickException(one_line(exc)) from exc
             traceback.print_exc()
             click.echo(f"avfix: internal error ({type(exc).__name__}): this is a bug, not a problem with your input; "
                        "please report it with the traceback above", err=True)  # fmt: skip
@@ -499,6 +499,27 @@ def status(workspace: Path, preset: str | None, device: str | None, workers: int
 
     found = read_status(workspace, Overrides(preset=preset, device=device, workers=workers, settings=settings))
     _emit_summary(found.to_dict(), as_json, status_table(found, per_video=not brief))
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--workspace", "-w", required=True, type=click.Path(path_type=Path), help="Workspace folder.")
+@click.option("--no-mark", is_flag=True, help="Only report: leave damaged videos marked complete.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def verify(workspace: Path, no_mark: bool, as_json: bool) -> None:
+    """Re-read every chunk of every complete video of WS's stores against its checksum. Each damaged or
+    missing chunk is named (store, video, array, chunk) and its video marked not complete, so the next
+    run makes it again. Exit code 1 when anything is damaged.
+
+    Example: avfix verify --workspace ws
+    """
+    from pipeline.workspace.verify import run_verify
+
+    summary = run_verify(workspace, mark=not no_mark)
+    _emit_summary(summary.to_dict(), as_json, "\n".join(summary.lines()))
+    _exit_code(summary)
 
 
 # --- demo --------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from stores.lock import StoreLock
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
@@ -106,12 +108,15 @@ def failed_state(video_id: str, failure: dict[str, Any], current_input: Any) -> 
     return VideoState(video_id, FAILED, reason, retry=False)
 
 
-def unfinished_state(video_id: str, written: bool, failure: dict[str, Any] | None, current_input: Any,
+def unfinished_state(video_id: str, attrs: Any, failure: dict[str, Any] | None, current_input: Any,
                      not_yet: str) -> VideoState:  # fmt: skip
-    """A video that is not complete: failed (`failed_state`), partly written (interrupted), or not made yet."""
+    """A video that is not complete: failed (`failed_state`), damaged or partly written (`attrs`: its
+    group's attributes, None when it has no group), or not made yet."""
     if failure is not None:
         return failed_state(video_id, failure, current_input)
-    if written:
+    if attrs is not None and attrs.damage:
+        return VideoState(video_id, MISSING, f"damaged, made again: {attrs.damage}")
+    if attrs is not None:
         return VideoState(video_id, MISSING, "partly written (interrupted)")
     return VideoState(video_id, MISSING, not_yet)
 
@@ -137,10 +142,11 @@ class VideoCounts:
     failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    error: str | None = None  # why the run could not record its outcome (e.g. the disk filled up)
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and not self.interrupted
+        return self.failed == 0 and not self.interrupted and self.error is None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -189,10 +195,16 @@ class Stage(ABC):
 
     def run(self, run: StageRun) -> StageSummary:
         """Do the work that is missing or stale; the stage skips the rest by the same rule as `state`.
-        With `run.forced` it first discards what it would reuse (`forget`)."""
-        if run.forced:
-            self.forget(run.workspace, run.config)
-        return self.work(run)
+        With `run.forced` it first discards what it would reuse (`forget`). The stage's output is locked
+        meanwhile (`lock_target`): a second writer is refused at once."""
+        with StoreLock(self.lock_target(run.workspace)):
+            if run.forced:
+                self.forget(run.workspace, run.config)
+            return self.work(run)
+
+    def lock_target(self, workspace: Path) -> Path:
+        """What a run holds the lock of: its first output (`stores.lock`)."""
+        return self.outputs(workspace)[0]
 
     @abstractmethod
     def work(self, run: StageRun) -> StageSummary:

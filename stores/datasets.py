@@ -20,6 +20,7 @@ import zarr
 from torch.utils.data import Dataset
 
 from stores import zarr_io
+from stores.chunks import DirectChunks
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ChunkCache:
         self._chunks: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         # Opening an array reads its metadata from the store: done once per array, not once per read.
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
-        self._direct: dict[tuple[str, str], zarr_io.DirectChunks | None] = {}
+        self._direct: dict[tuple[str, str], DirectChunks | None] = {}
 
     def __getstate__(self) -> dict:
         # Workers re-open the store themselves; handles and cached chunks do not travel.
@@ -74,7 +75,7 @@ class ChunkCache:
 
     def _read_chunk(self, video_id: str, name: str, array: zarr.Array, index: int) -> np.ndarray:
         if (video_id, name) not in self._direct:
-            self._direct[(video_id, name)] = zarr_io.DirectChunks.for_array(self.store, array)
+            self._direct[(video_id, name)] = DirectChunks.for_array(self.store, array)
         direct = self._direct[(video_id, name)]
         if direct is not None:
             return direct.read(index)

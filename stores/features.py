@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import zarr
 
-from stores import zarr_io
+from stores import faults, zarr_io
+from stores.chunks import DirectChunks, ZarrRows, rows_of
 from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
 
@@ -42,6 +43,7 @@ class FeaturesStoreAttrs(StoreAttrs):
 class FeaturesVideo(VideoAttrs):
     label: str | None = doc("the video's tag (none for videos to predict)")
     source_path: str = doc("the input file, resolved", "")
+    source_name: str = doc("the input file's name as given (the id is derived from it)", "")
     source_size: int = doc("its size in bytes when extracted", 0)
     source_mtime_ns: int = doc("its modification time when extracted", 0)
     source_sha256: str = doc("its content hash", "")
@@ -93,26 +95,27 @@ class VideoShape:
 
 
 def write_axes(group: zarr.Group, frame_times: np.ndarray, freqs: np.ndarray, segment_times: np.ndarray) -> None:
-    group[TIMES.name][:] = frame_times
-    group[FREQS.name][:] = freqs
-    group[SEGMENT_TIMES.name][:] = segment_times
+    for spec, values in ((TIMES, frame_times), (FREQS, freqs), (SEGMENT_TIMES, segment_times)):
+        group[spec.name][:] = values
+        faults.reached("chunk")
 
 
-def open_video_arrays(path: str | Path, video_id: str) -> dict[str, zarr_io.DirectChunks | zarr_io.ZarrRows]:
+def open_video_arrays(path: str | Path, video_id: str) -> dict[str, DirectChunks | ZarrRows]:
     """A worker's writers of one video's arrays (opened by path: workers share no objects)."""
     group = zarr.open_group(
         str(path), mode="r+", path=f"{zarr_io.VIDEOS}/{video_id}", zarr_format=3, use_consolidated=False
     )
-    return {spec.name: zarr_io.row_writer(path, group[spec.name]) for spec in (FRAMES, FLOW, AUDIO)}  # type: ignore[arg-type]
+    return {spec.name: rows_of(group[spec.name]) for spec in (FRAMES, FLOW, AUDIO)}  # type: ignore[arg-type]
 
 
-def write_segment(arrays: dict[str, zarr_io.DirectChunks | zarr_io.ZarrRows], start: int, frames: np.ndarray,
+def write_segment(arrays: dict[str, DirectChunks | ZarrRows], start: int, frames: np.ndarray,
                   flow: np.ndarray, audio: np.ndarray | None) -> None:  # fmt: skip
     """Write frames [start, start + len) of one video. Segments start on chunk boundaries."""
     arrays[FRAMES.name].write(start, frames)
     arrays[FLOW.name].write(start, to_float16(flow))
-    if audio is not None:  # no audio: the array keeps its fill value 0 and no chunk is written
-        arrays[AUDIO.name].write(start, to_float16(audio))
+    if audio is None:  # no audio: all-zero windows, written like any other chunk (a missing one is damage)
+        audio = np.zeros((frames.shape[0], *arrays[AUDIO.name].row_shape), dtype=np.float16)
+    arrays[AUDIO.name].write(start, to_float16(audio))
 
 
 def to_float16(values: np.ndarray) -> np.ndarray:
@@ -129,11 +132,14 @@ class VideoReader:
             str(path), mode="r", path=f"{zarr_io.VIDEOS}/{video_id}", zarr_format=3, use_consolidated=False
         )
         self.n_frames = int(self.group[FRAMES.name].shape[0])
+        self._rows: dict[str, DirectChunks | ZarrRows] = {}
 
     def read(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Frames [start, stop) of array `name`, the range clamped to the video."""
-        start, stop = max(start, 0), min(stop, self.n_frames)
-        return np.asarray(self.group[name][start:stop])
+        """Frames [start, stop) of array `name`, the range clamped to the video; every chunk is checked
+        (a missing or damaged one raises `ChunkError`)."""
+        if name not in self._rows:
+            self._rows[name] = rows_of(self.group[name])  # type: ignore[arg-type]
+        return self._rows[name].read_rows(start, min(stop, self.n_frames))
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.group[name].shape)

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from stores import zarr_io
+from stores import faults, zarr_io
+from stores.chunks import read_rows
 from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
 
@@ -64,6 +65,7 @@ def write_frames(group: zarr.Group, start: int, saliency: np.ndarray, has_salien
     stop = start + saliency.shape[0]
     group[SALIENCY.name][start:stop] = saliency.astype(np.uint8, copy=False)
     group[HAS_SALIENCY.name][start:stop] = has_saliency.astype(bool, copy=False)
+    faults.reached("chunk")
 
 
 def read_saliency(root: zarr.Group, video_id: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -71,4 +73,4 @@ def read_saliency(root: zarr.Group, video_id: str, start: int = 0, stop: int | N
     group = zarr_io.video_group(root, video_id)
     if group is None or not zarr_io.is_complete(group):
         raise KeyError(f"video {video_id!r} has no complete predictions")
-    return np.asarray(group[SALIENCY.name][start:stop]), np.asarray(group[HAS_SALIENCY.name][start:stop])
+    return read_rows(group[SALIENCY.name], start, stop), read_rows(group[HAS_SALIENCY.name], start, stop)  # type: ignore[arg-type]

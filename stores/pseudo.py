@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from stores import zarr_io
+from stores import faults, zarr_io
+from stores.chunks import read_rows
 from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
 
@@ -120,19 +121,22 @@ def write_block(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) ->
         spec = _SPECS[name]
         data = np.asarray(data)
         group[name][start : start + data.shape[0]] = data.astype(spec.dtype, copy=False)
+        faults.reached("chunk")
 
 
 def write_branch_prob(group: zarr.Group, start: int, stage: int, probs: np.ndarray) -> None:
     """Probabilities (n, branch) of one stage (0 coarse, 1 fine) for frames [start, start + n)."""
     group[BRANCH_PROB.name][start : start + probs.shape[0], stage] = probs.astype(np.float32, copy=False)
+    faults.reached("chunk")
 
 
 def read_block(group: zarr.Group, names: tuple[str, ...], start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
-    return {name: np.asarray(group[name][start:stop]) for name in names}
+    """Frames [start, stop) of the named arrays, every chunk checked (`stores.chunks`)."""
+    return {name: read_rows(group[name], start, stop) for name in names}  # type: ignore[arg-type]
 
 
 def read_video(root: zarr.Group, video_id: str, names: tuple[str, ...] = ("pseudo_gt", "has_pseudo_gt")) -> dict[str, np.ndarray]:
     group = zarr_io.video_group(root, video_id)
     if group is None or not zarr_io.is_complete(group):
         raise KeyError(f"video {video_id!r} has no complete pseudo-labels")
-    return {name: np.asarray(group[name][...]) for name in names}
+    return read_block(group, names)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.chunks import read_rows
 from stores.datasets import ChunkCache
 
 
@@ -97,7 +98,7 @@ def index_videos(features_path: str | Path, pseudo_path: str | Path, val_fractio
         pseudo_video = pstore.SCHEMA.read_video(pseudo, video_id)
         assert feature_attrs is not None and pseudo_video is not None
         n_frames = feature_attrs.n_frames
-        has_gt = np.asarray(group[pstore.HAS_PSEUDO_GT.name][...], dtype=bool)
+        has_gt = read_rows(group[pstore.HAS_PSEUDO_GT.name]).astype(bool)
         if has_gt.shape[0] != n_frames:
             notes.append(f"{video_id}: pseudo-labels cover {has_gt.shape[0]} frames but the features have "
                          f"{n_frames} (features re-extracted since?); skipped")  # fmt: skip
@@ -105,7 +106,7 @@ def index_videos(features_path: str | Path, pseudo_path: str | Path, val_fractio
         split = split_of(pseudo_video, pseudo_attrs, video_id)
         if split is None:
             unsplit.append(video_id)
-        events[video_id] = np.nan_to_num(np.asarray(group[pstore.EVENT_PROB.name][...], dtype=np.float32))
+        events[video_id] = np.nan_to_num(read_rows(group[pstore.EVENT_PROB.name]).astype(np.float32))
         videos.append(
             VideoSamples(
                 video_id=video_id, n_frames=n_frames,

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import zarr
 
-from stores import zarr_io
+from stores import faults, zarr_io
 from stores.zarr_io import STATUS_COMPLETE, STATUS_IN_PROGRESS, VIDEOS, ArraySpec
 
 # Bumped when a store's layout changes so that this avfix cannot read an older one.
@@ -57,6 +57,7 @@ class VideoAttrs:
     fingerprint: str | None = doc("hash of the inputs, output settings and algorithm version it was made from")
     algorithm_version: int | None = doc("the stage's algorithm version that made it")
     completed_at: float | None = doc("when it was marked complete (seconds since the epoch)")
+    damage: str | None = doc("set when a reader found a chunk missing or damaged: the video is made again")
 
 
 S = TypeVar("S", bound=StoreAttrs)
@@ -111,6 +112,7 @@ class StoreSchema(Generic[S, V]):
         current = {} if "store_kind" in root.attrs else to_attrs(self.store_type())
         root.attrs.update({**current, **changes, "store_kind": self.kind, "schema_version": SCHEMA_VERSION,
                            "avfix_version": zarr_io.package_version()})  # fmt: skip
+        faults.reached("attrs")
 
     # --- videos ------------------------------------------------------------------------------------
 
@@ -138,16 +140,19 @@ class StoreSchema(Generic[S, V]):
     def update_video(self, group: zarr.Group, **changes: Any) -> None:
         self._check_keys(self.video_type, changes)
         group.attrs.update(changes)
+        faults.reached("attrs")
 
     def mark_complete(self, group: zarr.Group, fingerprint: str, algorithm_version: int, **changes: Any) -> None:
         """Written last: only now does the video count as done."""
         self._check_keys(self.video_type, changes)
         group.attrs.update({**changes, "fingerprint": fingerprint, "algorithm_version": algorithm_version,
                             "completed_at": time.time(), "status": STATUS_COMPLETE})  # fmt: skip
+        faults.reached("attrs")
 
     def mark_in_progress(self, group: zarr.Group) -> None:
         """Before a complete video is partly rewritten: a kill midway must not leave it looking complete."""
         group.attrs["status"] = STATUS_IN_PROGRESS
+        faults.reached("attrs")
 
     def forget_completion(self, path: str | Path) -> int:
         """Mark every video unfinished and drop its partial-reuse records, so the stage's next run redoes
@@ -157,11 +162,16 @@ class StoreSchema(Generic[S, V]):
         root = zarr_io.open_root(path, mode="r+")
         ids = self.video_ids(root)
         for video_id in ids:
-            group = zarr_io.video_group(root, video_id)
-            assert group is not None
-            kept = {k: v for k, v in dict(group.attrs).items() if k not in self.reuse_attrs}
-            group.attrs.put({**kept, "status": STATUS_IN_PROGRESS})
+            self.forget_video(root, video_id)
         return len(ids)
+
+    def forget_video(self, root: zarr.Group, video_id: str, damage: str | None = None) -> None:
+        """Mark one video unfinished (`damage`: why), dropping its partial-reuse records: made again."""
+        group = zarr_io.video_group(root, video_id)
+        assert group is not None
+        kept = {k: v for k, v in dict(group.attrs).items() if k not in self.reuse_attrs}
+        group.attrs.put({**kept, "status": STATUS_IN_PROGRESS, "damage": damage})
+        faults.reached("attrs")
 
     def open_dataset(self, path: str | Path, video_id: str) -> Any:
         """One video as an xarray Dataset, with labels for the categorical dimensions."""

@@ -1,12 +1,12 @@
-"""What every avfix store shares: opening, per-video groups, arrays with named dimensions, completion
-markers, failure records and consolidation.
+"""What every avfix store shares: opening, per-video groups, arrays with named dimensions and
+checksummed chunks, completion markers and consolidation.
 
-Rules that keep concurrent writers safe on Zarr v3 (no locks):
+Rules that keep writers safe on Zarr v3 (one command writes a store at a time: `stores.lock`):
 - the coordinating process alone writes store-level attributes and (re)creates a video's group;
 - a worker writes only chunks of its own video's arrays, which were preallocated beforehand;
 - a video is complete only when its group carries `status == "complete"` and a fingerprint, written last.
-Empty chunks are never written by Zarr, so an all-zero array and an unwritten one look the same: the
-marker, not the data, says what is done.
+Every chunk is written, even an all-fill one, and ends with its CRC32C (`stores.chunks`), so a missing
+or damaged chunk is told from an empty one.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from stores import faults
 
 SCHEMA_VERSION = 1
 VIDEOS = "videos"
+
+# Every chunk is written, even an all-fill one: a missing chunk then always means damage. The setting is
+# zarr's per process (an array's own `config` is not kept when it is opened again).
+zarr.config.set({"array.write_empty_chunks": True})
 
 STATUS_COMPLETE = "complete"
 STATUS_IN_PROGRESS = "in_progress"
@@ -53,6 +59,11 @@ class ArraySpec:
 
 def compressor(level: int = 3) -> ZstdCodec:
     return ZstdCodec(level=level)
+
+
+def codecs(level: int = 3) -> tuple[Any, ...]:
+    """The bytes-to-bytes codecs of avfix's arrays: zstd, then the chunk's CRC32C."""
+    return ZstdCodec(level=level), Crc32cCodec()
 
 
 def open_root(path: str | Path, mode: str = "r") -> zarr.Group:
@@ -114,10 +125,16 @@ def video_group(root: zarr.Group, video_id: str) -> zarr.Group | None:
 def new_video_group(root: zarr.Group, video_id: str, attrs: dict[str, Any]) -> zarr.Group:
     """(Re)create a video's group, empty and marked in progress (coordinating process only)."""
     videos = root[VIDEOS]
-    if video_id in videos:
+    store_root = getattr(root.store, "root", None)  # a local store: its folder
+    folder = Path(store_root) / root.path / VIDEOS / video_id if store_root is not None else None
+    if folder is not None and folder.exists():
+        # Removed as files: a group left half-written by a killed run may not even open as a group.
+        shutil.rmtree(folder)
+    elif video_id in videos:
         del videos[video_id]
-    group = videos.create_group(video_id)
+    group = videos.create_group(video_id, overwrite=True)
     group.attrs.update({**attrs, "status": STATUS_IN_PROGRESS})
+    faults.reached("attrs")
     return group
 
 
@@ -129,7 +146,7 @@ def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...]) -> 
         chunks=chunks,
         dtype=spec.dtype,
         fill_value=spec.fill_value,
-        compressors=compressor(spec.zstd_level),
+        compressors=codecs(spec.zstd_level),
         dimension_names=spec.dims,
         overwrite=True,
     )
@@ -163,97 +180,3 @@ def fingerprint(parts: Iterable[Any]) -> str:
     """A stable hash of JSON-able parts (settings, input hashes, code version)."""
     text = json.dumps(list(parts), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-class DirectChunks:
-    """Whole t-chunks of one array of a local store, read and written straight as chunk files.
-
-    zarr-python serves every read and write through one event-loop thread: reader threads of a training
-    loader queue behind each other there, and writing a 16-frame chunk of 356 px frames cost 3.6 ms per
-    frame against 0.6 ms for compressing it with numcodecs (which releases the GIL) and writing the file.
-    For the layout avfix creates — a local directory, the default "/" chunk keys, chunks whole along every
-    axis but t, bytes + zstd without checksum — the files are exactly what zarr reads and writes (a test
-    checks both ways). `for_array` returns None for any other layout; callers then go through zarr.
-    Writes go to a temporary name and are renamed into place, so a killed writer leaves no torn chunk.
-    """
-
-    def __init__(self, folder: Path, shape: tuple[int, ...], chunk_shape: tuple[int, ...], dtype: np.dtype,
-                 fill_value: Any, level: int) -> None:  # fmt: skip
-        from numcodecs import Zstd  # zarr's own dependency
-
-        self.folder = folder
-        self.shape = shape
-        self.chunk_shape = chunk_shape
-        self.dtype = dtype
-        self.fill_value = fill_value
-        self._zstd = Zstd(level=level)
-        self._suffix = "/".join("0" for _ in chunk_shape[1:])
-
-    @classmethod
-    def for_array(cls, store: str | Path, array: zarr.Array) -> "DirectChunks | None":
-        from zarr.codecs import BytesCodec
-        from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
-
-        meta = array.metadata
-        folder = Path(store) / array.path
-        if getattr(meta, "zarr_format", None) != 3 or not folder.is_dir():
-            return None
-        codecs = list(meta.codecs)
-        plain_bytes = (
-            len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], ZstdCodec)
-            and (codecs[0].endian is None or codecs[0].endian.value == "little") and not codecs[1].checksum
-        )  # fmt: skip
-        chunk_shape = tuple(array.chunks)
-        whole_but_t = tuple(chunk_shape[1:]) == tuple(array.shape[1:])
-        keys = meta.chunk_key_encoding
-        if not (plain_bytes and whole_but_t and isinstance(keys, DefaultChunkKeyEncoding) and keys.separator == "/"):
-            return None
-        dtype = np.dtype(array.dtype).newbyteorder("<")
-        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value, codecs[1].level)
-
-    def _path(self, index: int) -> Path:
-        return self.folder / "c" / str(index) / self._suffix if self._suffix else self.folder / "c" / str(index)
-
-    def read(self, index: int) -> np.ndarray:
-        """Chunk `index` along t, cut to the array's length (an unwritten chunk is its fill value)."""
-        rows = min((index + 1) * self.chunk_shape[0], self.shape[0]) - index * self.chunk_shape[0]
-        try:
-            raw = self._path(index).read_bytes()
-        except FileNotFoundError:
-            return np.full((rows, *self.chunk_shape[1:]), self.fill_value, dtype=self.dtype)
-        out = np.empty(self.chunk_shape, dtype=self.dtype)
-        self._zstd.decode(raw, out=out)
-        return out[:rows]
-
-    def write(self, start: int, data: np.ndarray) -> None:
-        """Rows [start, start + len(data)): `start` on a chunk boundary, the end on one or at the array's end."""
-        length = self.chunk_shape[0]
-        stop = start + data.shape[0]
-        if start % length or (stop % length and stop != self.shape[0]) or stop > self.shape[0]:
-            raise ValueError(f"rows {start}:{stop} are not whole chunks of {length} of an array of {self.shape[0]}")
-        for begin in range(start, stop, length):
-            block = np.ascontiguousarray(data[begin - start : begin - start + length], dtype=self.dtype)
-            if block.shape[0] < length:  # zarr stores the last chunk whole, padded with the fill value
-                padded = np.full(self.chunk_shape, self.fill_value, dtype=self.dtype)
-                padded[: block.shape[0]] = block
-                block = padded
-            path = self._path(begin // length)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.partial")
-            partial.write_bytes(self._zstd.encode(block))
-            partial.replace(path)
-
-
-class ZarrRows:
-    """Row-block writes through zarr, for arrays `DirectChunks` does not cover."""
-
-    def __init__(self, array: zarr.Array) -> None:
-        self.array = array
-
-    def write(self, start: int, data: np.ndarray) -> None:
-        self.array[start : start + data.shape[0]] = data
-
-
-def row_writer(store: str | Path, array: zarr.Array) -> "DirectChunks | ZarrRows":
-    """The fastest correct writer of whole t-chunks of `array` (see `DirectChunks`)."""
-    return DirectChunks.for_array(store, array) or ZarrRows(array)

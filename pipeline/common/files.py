@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stores import faults
+
 _BLOCK = 1 << 22
 # sha256 by (path, size, mtime_ns): `avfix status` and a run ask for the same weights files' hashes.
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -49,6 +51,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    faults.reached("file")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -60,6 +60,16 @@ class MediaProbe:
         return int(self.frame_times.size)
 
     @property
+    def mean_fps(self) -> float:
+        """The frames' average rate, (n - 1) / (last time - first time): the rate frames stored at their
+        own times really have. `native_fps` (the typical gap's rate) is what a frame is shown for, and
+        differs from it in variable-frame-rate files. One frame: the container's rate."""
+        span = float(self.frame_times[-1] - self.frame_times[0]) if self.frame_times.size else 0.0
+        if span <= TIME_EPS:
+            return self.native_fps
+        return (self.frame_times.size - 1) / span
+
+    @property
     def end_time(self) -> float:
         """Time at which the last source frame stops being shown."""
         return float(self.frame_times[-1] + 1.0 / self.native_fps)

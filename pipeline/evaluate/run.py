@@ -35,6 +35,8 @@ from pipeline.evaluate.maps import open_map_sources
 from pipeline.evaluate.scoring import EvaluateContext, cpu_threads
 from pipeline.evaluate.stage import inputs_stamp
 from pipeline.evaluate.units import evaluate_images, evaluate_videos, image_units
+from stores.chunks import ChunkError
+from stores.integrity import mark_damaged
 
 
 def run_evaluate(fixations: Path, workspace: Path, config: EvaluateConfig,
@@ -86,6 +88,8 @@ def run_evaluate(fixations: Path, workspace: Path, config: EvaluateConfig,
             summary.report_md, summary.report_json, summary.plots = written.markdown, written.json, written.plots
     except KeyboardInterrupt:
         summary.interrupted = True
+    except ChunkError as exc:  # a predicted map is damaged: predict makes it again on the next run
+        raise EvaluateError(f"{exc}; {mark_damaged(exc)}") from exc
     finally:
         progress.close()
     summary.failures = list(problems.failures)

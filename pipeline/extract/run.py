@@ -40,6 +40,7 @@ from pipeline.extract.stage import extracted_video_state, video_fingerprint
 from pipeline.stage import COMPLETE, VideoCounts
 from stores import features as fstore
 from stores import zarr_io
+from stores.lock import StoreLock
 from stores.records import VideoRecord
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ class ExtractSummary(VideoCounts):
             f"extract: {self.done} done, {self.skipped} skipped, {self.failed} failed "
             f"({self.frames_written} frames in {self.seconds:.1f} s, {rate:.0f} frames/s) -> {self.store}"
         )
+        text += f"; {self.error}" if self.error else ""
         return text + (" [interrupted: rerun to resume]" if self.interrupted else "")
 
 
@@ -267,15 +269,17 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
         return job, [s for s in starts if s not in job.done_segments]
     video = fstore.FeaturesVideo(
         label=record.label, source_path=str(Path(record.path).resolve()), source_size=outcome.stat.size,
+        source_name=record.source_name or Path(record.path).name,
         source_mtime_ns=outcome.stat.mtime_ns, source_sha256=outcome.stat.sha256, source_codec=probe_.codec,
         source_width=probe_.width, source_height=probe_.height, source_fps=probe_.native_fps,
         source_frames=probe_.n_source_frames, source_audio_rate=probe_.audio_rate,
-        source_audio_channels=probe_.audio_channels, fps=config.fps or probe_.native_fps, n_frames=shape.n_frames,
+        source_audio_channels=probe_.audio_channels, fps=config.fps or probe_.mean_fps, n_frames=shape.n_frames,
         width=shape.width, height=shape.height, has_audio=probe_.has_audio, settings=output_settings(config),
-        pending_fingerprint=fingerprint,
     )  # fmt: skip
     group = fstore.SCHEMA.create_video(root, record.video_id, video, shape.array_shapes())
     fstore.write_axes(group, times - times[0], *_audio_axes(config.audio))
+    # Only now, with every array and axis in place, may a rerun resume this group rather than remake it.
+    fstore.SCHEMA.update_video(group, pending_fingerprint=fingerprint)
     return job, starts
 
 
@@ -298,6 +302,13 @@ def run_extract(
     inputs: InputSet = discover(source, require_labels)
     store = Path(store) if store is not None else fstore.SCHEMA.path(workspace)
     Path(workspace).mkdir(parents=True, exist_ok=True)
+    with StoreLock(store):
+        return _extract_all(inputs, store, config, scheduler, progress, on_failure, began)
+
+
+def _extract_all(inputs: InputSet, store: Path, config: ExtractConfig, scheduler: SchedulerConfig,
+                 progress: Progress | None, on_failure: Callable[[str, str], None] | None,
+                 began: float) -> ExtractSummary:  # fmt: skip
     root = fstore.SCHEMA.open_for_writing(store)
     recorded = fstore.SCHEMA.read_store(root)
     classes = sorted(set(recorded.classes) | set(inputs.classes))
@@ -307,17 +318,18 @@ def run_extract(
     failures = recorded.failures
     report = on_failure or (lambda path, reason: None)
 
-    def fail(video_id: str, path: str, reason: str) -> None:
+    def fail(video_id: str, path: str, reason: str, key: str | None = None) -> None:
         summary.failed += 1
         # The input's stamp: `avfix run` does not retry a failure whose file did not change.
-        failures[video_id] = {"path": path, "reason": reason, "input": file_stamp(path)}
+        failures[key or video_id] = {"path": path, "reason": reason, "input": file_stamp(path)}
         summary.failures.append({"video_id": video_id, "path": path, "reason": reason})
         report(path, reason)
         progress.advance_video()
 
     progress.start(n_videos=len(inputs.records) + len(inputs.problems))
     for problem in inputs.problems:
-        fail(problem.video_id, problem.path, problem.reason)
+        # Recorded by its file: it took no id, and a good input may hold the same one (clip.wav, clip.mp4).
+        fail(problem.video_id, problem.path, problem.reason, key=problem.path)
 
     todo = []
     for record in inputs.records:
@@ -335,9 +347,12 @@ def run_extract(
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        fstore.SCHEMA.update_store(root, failures=failures)
         progress.close()
-        zarr_io.consolidate(store)
+        try:
+            fstore.SCHEMA.update_store(root, failures=failures)
+            zarr_io.consolidate(store)
+        except OSError as exc:  # e.g. the disk filled up: the videos' own records stand, a rerun redoes the rest
+            summary.error = f"could not record the run in {store}: {exc.strerror or exc}"
     summary.seconds = time.perf_counter() - began
     return summary
 
@@ -358,14 +373,30 @@ def _run_tasks(
     try:
         for future in futures:
             result = future.result()
-            if isinstance(result, ProbeOutcome):
-                _on_probe(client, futures, root, store, result, config, jobs, summary, failures, fail, progress)
-            else:
-                _on_segment(root, result, jobs, summary, failures, fail, progress)
+            try:
+                if isinstance(result, ProbeOutcome):
+                    _on_probe(client, futures, root, store, result, config, jobs, summary, failures, fail, progress)
+                else:
+                    _on_segment(root, result, jobs, summary, failures, fail, progress)
+            except OSError as exc:  # the store could not be written (disk full, read-only, ...): this video fails
+                _fail_job(jobs, result, f"cannot write {store}: {exc.strerror or exc}", fail)
     except BaseException:
         for future in list(futures.futures):
             future.cancel()
         raise
+
+
+def _fail_job(jobs: dict[str, _VideoJob], result: ProbeOutcome | SegmentOutcome, reason: str,
+              fail: Callable[[str, str, str], None]) -> None:  # fmt: skip
+    """A video's bookkeeping write failed: it fails once, and its other segments are ignored."""
+    video_id = result.record.video_id if isinstance(result, ProbeOutcome) else result.video_id
+    job = jobs.get(video_id)
+    if job is not None and job.error is not None:
+        return
+    if job is not None:
+        job.error = reason
+    path = str(result.record.path) if isinstance(result, ProbeOutcome) else str(job.record.path if job else "")
+    fail(video_id, path, reason)
 
 
 def _on_probe(client, futures, root, store, outcome, config, jobs, summary, failures, fail, progress) -> None:  # noqa: ANN001

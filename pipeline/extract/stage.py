@@ -52,7 +52,7 @@ def extracted_video_state(record: VideoRecord, attrs: fstore.FeaturesVideo | Non
             changed = describe_changes(attrs.settings, output_settings(config))
             return VideoState(video_id, STALE, f"settings changed: {changed}" if changed else "its fingerprint differs")
         return VideoState(video_id, COMPLETE)
-    return unfinished_state(video_id, attrs is not None, failure, file_stamp(path), "not extracted yet")
+    return unfinished_state(video_id, attrs, failure, file_stamp(path), "not extracted yet")
 
 
 def extraction_state(stage: str, source: Path, store: Path, config: ExtractConfig, require_labels: bool) -> StageState:

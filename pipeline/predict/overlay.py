@@ -5,8 +5,10 @@ Frames are decoded with the extract stage's decoder (`pipeline.common.media`) at
 stored features, so overlay frame k shows exactly the frame whose map is saliency[k], at the source
 size. Video is H.264 (yuv420p; yuv444p when a side is odd, which 4:2:0 cannot hold); timestamps are
 the frames' own, so variable frame rates survive. Audio is decoded and re-encoded to AAC (MP4 cannot
-hold every source codec, e.g. PCM or MP2), aligned so that the sample at source time T plays at
-T − (time of the first stored frame).
+hold every source codec, e.g. Vorbis, PCM or MP2), aligned so that the sample at source time T plays at
+T − (time of the first stored frame). The AAC encoder takes only some sample rates and no layout
+without channel positions (PCM in .avi/.mkv), so such audio is resampled to the next rate it takes
+and given the standard layout for its channel count.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def _encode_overlay(partial: Path, probe: media.MediaProbe, times: np.ndarray, f
         video.width, video.height = probe.width, probe.height
         video.pix_fmt = "yuv420p" if probe.width % 2 == 0 and probe.height % 2 == 0 else "yuv444p"
         video.time_base = TIME_BASE
-        audio = _AudioCopy(container, probe, float(times[0])) if probe.has_audio else None
+        audio = _AudioTrack(container, probe, float(times[0])) if probe.has_audio else None
         frames = media.decode_frames(probe, times, (probe.width, probe.height))
         for start in range(0, n_frames, chunk):
             stop = min(start + chunk, n_frames)
@@ -103,8 +105,29 @@ def _stream_rate(probe: media.MediaProbe, fps: float | None) -> Fraction:
     return Fraction(fps if fps is not None else probe.native_fps).limit_denominator(1001)
 
 
-class _AudioCopy:
-    """The source's audio stream, decoded and re-encoded to AAC with its rate and channel layout."""
+def _aac_rate(rate: int) -> int:
+    """`rate` if the AAC encoder takes it, else the next higher rate it takes (so no band is lost), else its
+    highest: it refuses any other rate (e.g. 37800 or 192000 Hz) with EINVAL."""
+    rates = sorted(av.codec.Codec("aac", "w").audio_rates or (rate,))
+    return next((r for r in rates if r >= rate), rates[-1])
+
+
+def _aac_layout(layout: av.AudioLayout | None, source: str) -> str:
+    """The source's layout, or FFmpeg's standard one for its channel count when the source names no channel
+    positions (PCM in .avi/.mkv decodes as "2 channels"), which the AAC encoder refuses with EINVAL."""
+    if layout is None or not layout.nb_channels:
+        return "stereo"
+    if all(channel.name != "NONE" for channel in layout.channels):
+        return layout.name
+    if layout.nb_channels > 8:  # FFmpeg has no standard layout beyond 7.1 to map the channels onto
+        raise media.MediaError(f"{source}: {layout.nb_channels} audio channels without positions cannot go into "
+                               "an AAC overlay")  # fmt: skip
+    return av.AudioLayout(f"{layout.nb_channels}c").name
+
+
+class _AudioTrack:
+    """The source's audio stream, decoded and re-encoded to AAC with its rate and channel layout (adjusted
+    to what AAC takes, see `_aac_rate` and `_aac_layout`)."""
 
     def __init__(self, container: av.container.OutputContainer, probe: media.MediaProbe, start_time: float) -> None:
         self.container = container
@@ -113,8 +136,8 @@ class _AudioCopy:
         source = av.open(probe.path)
         try:
             stream = source.streams[probe.audio_stream]
-            self.rate = int(stream.codec_context.sample_rate or probe.audio_rate or 48000)
-            layout = stream.codec_context.layout.name if stream.codec_context.layout else "stereo"
+            self.rate = _aac_rate(int(stream.codec_context.sample_rate or probe.audio_rate or 48000))
+            layout = _aac_layout(stream.codec_context.layout, probe.path)
         finally:
             source.close()
         self.stream = container.add_stream("aac", rate=self.rate, layout=layout)

@@ -48,6 +48,9 @@ from pipeline.train.model import build_sta
 from stores import features as fstore
 from stores import predictions as pred_store
 from stores import zarr_io
+from stores.chunks import ChunkError
+from stores.integrity import mark_damaged
+from stores.records import VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +137,24 @@ def run_predict(
     todo = [r for r in records if r.video_id in complete and r.video_id not in failed_now]
     context = _Context(model, saved, checkpoint_sha, config, device, workspace, features, decoded_path, root)
     progress.start(len(todo))
+
+    def fail(record: VideoRecord, reason: str, input_stamp: Any) -> None:
+        summary.failed += 1
+        summary.failures.append({"video_id": record.video_id, "path": str(record.path), "reason": reason})
+        failures[record.video_id] = {"path": str(record.path), "reason": reason, "input": input_stamp}
+        report(str(record.path), reason)
+
     try:
         for record in todo:
             try:
                 _predict_video(context, record.video_id, summary, progress)
                 failures.pop(record.video_id, None)
-            except (media.MediaError, OSError) as exc:  # this video's input; any other exception is a bug
-                reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, media.MediaError) else str(exc)
-                summary.failed += 1
-                summary.failures.append({"video_id": record.video_id, "path": str(record.path), "reason": reason})
-                failures[record.video_id] = {"path": str(record.path), "reason": reason,
-                                             "input": file_stamp(record.path)}  # fmt: skip
-                report(str(record.path), reason)
+            except ChunkError as exc:  # its decoded frames are damaged: decoded again on the next run
+                fail(record, f"{exc}; {mark_damaged(exc)}", "damaged")
+            except media.MediaError as exc:
+                fail(record, str(exc), file_stamp(record.path))
+            except OSError as exc:  # this video's input or output; any other exception is a bug
+                fail(record, f"{type(exc).__name__}: {exc}", file_stamp(record.path))
             progress.advance_video()
     except KeyboardInterrupt:
         summary.interrupted = True

@@ -99,7 +99,7 @@ def predicted_video_state(video_id: str, attrs: pred_store.PredictionsVideo | No
         if config.overlay and attrs.overlay_fingerprint != overlay_fingerprint(expected, config):
             return VideoState(video_id, STALE, "its overlay was made with other overlay settings")
         return VideoState(video_id, COMPLETE)
-    return unfinished_state(video_id, attrs is not None, failure, current_input, "not predicted yet")
+    return unfinished_state(video_id, attrs, failure, current_input, "not predicted yet")
 
 
 class PredictStage(Stage):

@@ -132,7 +132,9 @@ def fine_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMM
             coarse = torch.from_numpy(pstore.read_block(group, ("coarse_cam",), sl.start, sl.stop)["coarse_cam"])
             probs = torch.from_numpy(stored["branch_prob"][:, 0]).to(device).nan_to_num(0.0)
             fused = probability_weighted_fusion(coarse.float().to(device), probs, valid) * box_masks(box, (m, m))
-            pstore.write_block(group, sl.start, {"fused": fused.cpu().numpy()})
+            # No fine map: written as zeros, as every chunk is (a missing one would read as damage).
+            no_fine = np.zeros((sl.stop - sl.start, len(BRANCHES), m, m), dtype=np.float16)
+            pstore.write_block(group, sl.start, {"fused": fused.cpu().numpy(), "fine_cam": no_fine})
             continue
         n = sl.stop - sl.start
         frames = torch.from_numpy(frame_triplets(reader, sl.start, sl.stop)).to(device)

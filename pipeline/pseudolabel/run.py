@@ -41,6 +41,8 @@ from pipeline.stage import COMPLETE, VideoCounts
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.chunks import ChunkError
+from stores.integrity import mark_damaged
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,11 @@ def _fail(summary: PseudolabelSummary, video_id: str, reason: str, features_fing
     warn(f"FAILED {video_id}: {reason}")
 
 
+# The input stamp of a failure on damaged features: never the features' own, so the video is retried
+# once extract has made them again.
+_DAMAGED = "damaged"
+
+
 def _warn(summary: PseudolabelSummary, text: str, warn: Callable[[str], None]) -> None:
     summary.warnings.append(text)
     warn(f"warning: {text}")
@@ -135,6 +142,8 @@ def run_pseudolabel(
         stage.run()
     except KeyboardInterrupt:
         summary.interrupted = True
+    except ChunkError as exc:  # a classifier's training data is damaged: nothing can be learnt until it is made again
+        raise PseudolabelError(f"{exc}; {mark_damaged(exc)}") from exc
     finally:
         summary.accuracy = {name: {"train": r.train_accuracy, "val": r.val_accuracy} for name, r in trainer.results.items()}
         pstore.SCHEMA.update_store(
@@ -218,6 +227,10 @@ class _LabelRun:
             if info.video_id not in self.failed:
                 try:
                     work(info, fstore.VideoReader(self.features_path, info.video_id))
+                except ChunkError as exc:  # its features are damaged: extract makes them again
+                    self.failed.add(info.video_id)
+                    _fail(self.summary, info.video_id, f"{what}: {exc}; {mark_damaged(exc)}", _DAMAGED,
+                          self.progress.message)  # fmt: skip
                 except OSError as exc:
                     # One unreadable video must not stop the others; any other exception is a bug.
                     self.failed.add(info.video_id)

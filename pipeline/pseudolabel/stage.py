@@ -212,7 +212,7 @@ def pseudo_video_state(video_id: str, features_fingerprint: str, attrs: pstore.P
         changed = describe_changes(recorded_settings, output_settings(config))
         return VideoState(video_id, STALE, f"settings changed: {changed}" if changed
                           else "the classifiers changed since the maps were made")  # fmt: skip
-    return unfinished_state(video_id, attrs is not None, failure, features_fingerprint, "not labelled yet")
+    return unfinished_state(video_id, attrs, failure, features_fingerprint, "not labelled yet")
 
 
 class PseudolabelStage(Stage):

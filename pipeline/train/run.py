@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -56,6 +57,8 @@ from pipeline.train.stage import (
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.chunks import ChunkError
+from stores.integrity import mark_damaged
 from stores.samples import ChunkBatchSampler, SampleError, STASamples, index_videos
 
 log = logging.getLogger(__name__)
@@ -389,7 +392,10 @@ def _existing_checkpoint(folder: Path, config: STATrainConfig, data_key: str, pr
 def _build_run(config: STATrainConfig, folder: Path, device: torch.device, processes: Distributed,
                data: _Data, saved: dict[str, Any] | None, total_steps: int) -> _Run:  # fmt: skip
     """The model, optimizer, schedule and scaler, fresh (seeded) or restored from `saved`."""
+    # Every random state a checkpoint keeps starts from the seed: a run is a function of its settings.
     torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
     model = build_sta(config.model_settings(), config.weights, config.random_init, config.audio_weights)
     model.to(device)
     if processes.active and device.type == "cuda" and config.freeze_batchnorm is not True:
@@ -439,12 +445,20 @@ def run_train(
     workspace = Path(workspace)
     processes = Distributed.from_env(config.device)
     try:
-        summary = _train(workspace, config, processes, progress if processes.is_main else None, report, restart,
+        summary = _train_checked(workspace, config, processes, progress if processes.is_main else None, report, restart,
                          step_hook)  # fmt: skip
     finally:
         processes.close()
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+def _train_checked(*args: Any) -> TrainSummary:
+    """`_train`, a damaged chunk of its data marked for the stage that wrote it (one line, not a traceback)."""
+    try:
+        return _train(*args)
+    except ChunkError as exc:
+        raise TrainError(f"{exc}; {mark_damaged(exc)}") from exc
 
 
 def _train(workspace: Path, config: STATrainConfig, processes: Distributed, progress: TrainProgress | None,

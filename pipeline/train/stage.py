@@ -10,6 +10,7 @@ fit is trained anew. `run_train` and `avfix status` both ask `checkpoint_verdict
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from pipeline.train.config import STATrainConfig
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.lock import StoreLock
 
 if TYPE_CHECKING:
     from pipeline.train.run import TrainSummary
@@ -131,8 +133,12 @@ class TrainStage(Stage):
 
     def run(self, run: StageRun) -> TrainSummary:
         # Forced, or checkpoints that do not fit: run_train discards them itself, in step with every
-        # process of a torchrun job (`forget` in one process could race the others).
-        return self.work(run)
+        # process of a torchrun job (`forget` in one process could race the others). Only the first
+        # process writes checkpoints, so only it holds the lock.
+        if int(os.environ.get("RANK", "0")) != 0:
+            return self.work(run)
+        with StoreLock(self.lock_target(run.workspace)):
+            return self.work(run)
 
     def work(self, run: StageRun) -> TrainSummary:
         from pipeline.train.run import TrainProgress, run_train

@@ -12,22 +12,24 @@ so a change propagates exactly as far as it changes fingerprints downstream.
 first calls its `forget`, which discards what it would otherwise reuse). The stage commands (`avfix extract`, ...) run one
 stage through `run_stage`, with the same configuration the workspace's `avfix run` would use.
 
-A stage that cannot run at all (bad input: `pipeline.common.errors.PROBLEMS`) stops the run with its
+A stage that cannot run at all (bad input: `pipeline.common.errors.is_problem`) stops the run with its
 one-line reason; any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from pipeline.common.errors import PROBLEMS
+from pipeline.common.errors import is_problem, one_line
 from pipeline.stage import FAILED, NOT_CONFIGURED, Stage, StageRun, StageSummary
 from pipeline.workspace.config import ConfigError, Overrides, WorkspaceConfig, ensure_config_file, load_config
 from pipeline.workspace.registry import NAMES, STAGES, stage
 from stores import features as fstore
+from stores.lock import StoreLock
 
 Echo = Callable[[str], None]
 
@@ -110,8 +112,6 @@ def run_dag(workspace: str | Path, overrides: Overrides, request: RunRequest, ec
 
     Raises ConfigError when the configuration cannot be used (nothing has run then).
     """
-    import torch
-
     began = time.perf_counter()
     workspace = Path(workspace)
     loaded = load_config(workspace, overrides)
@@ -123,23 +123,26 @@ def run_dag(workspace: str | Path, overrides: Overrides, request: RunRequest, ec
     summary.config_written = ensure_config_file(loaded)
     if summary.config_written:
         echo(f"wrote {loaded.path}: every setting of every stage (edit it, or override with --set)")
-    threads = torch.get_num_threads()
-    if config.run.torch_threads:
-        torch.set_num_threads(config.run.torch_threads)
-    try:
+    with torch_threads(config), ExitStack() as locks:
+        # Every output the run may write, locked before anything runs: a second run on this workspace
+        # is refused at once, not after it has started writing what this one reads.
         for chosen in request.stages:
-            outcome = _stage(chosen, workspace, config, request, echo)
-            summary.stages.append(outcome)
-            if outcome.action == "interrupted":
-                summary.interrupted = True
-                break
-            if outcome.action == "error":
-                summary.error = outcome.error
-                break
-    finally:
-        torch.set_num_threads(threads)
+            locks.enter_context(StoreLock(chosen.lock_target(workspace)))
+        _stages(summary, workspace, config, request, echo)
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+def _stages(summary: RunSummary, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo) -> None:
+    for chosen in request.stages:
+        outcome = _stage(chosen, workspace, config, request, echo)
+        summary.stages.append(outcome)
+        if outcome.action == "interrupted":
+            summary.interrupted = True
+            return
+        if outcome.action == "error":
+            summary.error = outcome.error
+            return
 
 
 def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo) -> StageOutcome:
@@ -160,8 +163,10 @@ def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: Run
             outcome = _ran(name, chosen.run(run))
     except KeyboardInterrupt:
         outcome = StageOutcome(name, "interrupted", f"{name}: interrupted [rerun to resume]", ok=False)
-    except PROBLEMS as exc:
-        outcome = StageOutcome(name, "error", f"{name}: {exc}", ok=False, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - bad input stops the run with one line; a bug propagates
+        if not is_problem(exc):
+            raise
+        outcome = StageOutcome(name, "error", f"{name}: {one_line(exc)}", ok=False, error=one_line(exc))
     outcome.seconds = time.perf_counter() - began
     echo(outcome.line)
     return outcome
@@ -184,4 +189,19 @@ def run_stage(name: str, workspace: str | Path, overrides: Overrides, progress: 
         config = load_config(workspace, overrides).config
     except ConfigError as exc:
         raise OptionError(str(exc)) from exc
-    return stage(name).run(StageRun(workspace, config, forced=forced, progress=progress))
+    with torch_threads(config):
+        return stage(name).run(StageRun(workspace, config, forced=forced, progress=progress))
+
+
+@contextmanager
+def torch_threads(config: WorkspaceConfig) -> Iterator[None]:
+    """torch's CPU threads as `[run] torch_threads` says (0: torch's own choice) while a stage runs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if config.run.torch_threads:
+        torch.set_num_threads(config.run.torch_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

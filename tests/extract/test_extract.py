@@ -88,6 +88,86 @@ def test_variable_frame_rate_keeps_true_timestamps(tmp_path, video_factory):
     np.testing.assert_array_equal(marker_columns(frames), 2 * expected)
 
 
+def write_vfr_video(path: Path, n_frames: int = 10) -> list[float]:
+    """Frames 1/30 s and 1/20 s apart in turn (time base 1/600, exact in MP4); returns their times."""
+    import av
+    from fractions import Fraction
+
+    tick = Fraction(1, 600)
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=30)
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    video.time_base = video.codec_context.time_base = tick  # the encoder would round pts to 1/30 s
+    pts, times = 0, []
+    for k in range(n_frames):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * k, np.uint8), format="rgb24")
+        frame.pts, frame.time_base = pts, tick
+        times.append(pts / 600)
+        pts += 20 if k % 2 == 0 else 30
+        for packet in video.encode(frame):
+            container.mux(packet)
+    for packet in video.encode():
+        container.mux(packet)
+    container.close()
+    return times
+
+
+def test_variable_frame_rate_stores_the_frames_mean_rate(tmp_path):
+    (tmp_path / "in" / "cat").mkdir(parents=True)
+    times = np.asarray(write_vfr_video(tmp_path / "in" / "cat" / "v.mp4"))
+    mean_rate = (times.size - 1) / (times[-1] - times[0])  # 9 / (5/30 + 4/20) = 24.55 fps
+    run_extract(tmp_path / "in", tmp_path / "ws", ExtractConfig(size=64, flow=FlowConfig("none")), LOCAL)
+    group = open_video(tmp_path / "ws", "v")
+    assert group.attrs["fps"] == pytest.approx(mean_rate, rel=1e-6)
+    assert group.attrs["source_fps"] == pytest.approx(30.0)  # the median gap's rate: what was stored before
+    np.testing.assert_allclose(group["t"][:], times - times[0], atol=1e-9)  # the frames' own times
+    # At a chosen rate, that rate is stored.
+    run_extract(tmp_path / "in", tmp_path / "ws10", ExtractConfig(size=64, fps=10, flow=FlowConfig("none")), LOCAL)
+    assert open_video(tmp_path / "ws10", "v").attrs["fps"] == 10
+
+
+def test_mean_rate_of_a_single_frame_is_the_containers_rate(tmp_path, video_factory):
+    found = media.probe(video_factory("one.mp4", n_frames=1, fps=25, with_audio=False).path)
+    assert found.n_source_frames == 1
+    assert found.mean_fps == found.native_fps == pytest.approx(25.0)
+
+
+def test_file_names_with_spaces_and_accents_get_a_derived_id_and_keep_their_name(tmp_path, video_factory):
+    video = video_factory("my clip ünï — ok.mp4", n_frames=6)
+    src = layout(tmp_path, {"cat": [video]})
+    summary = run_extract(src, tmp_path / "ws", ExtractConfig(size=32, flow=FlowConfig("none")), LOCAL)
+    assert (summary.done, summary.failed) == (1, 0)
+    group = open_video(tmp_path / "ws", "my_clip_uni_ok-c7f825fe")
+    assert group.attrs["status"] == "complete" and group.attrs["n_frames"] == 6
+    assert group.attrs["source_name"] == "my clip ünï — ok.mp4"
+
+
+def test_folder_entries_that_are_not_videos_are_named_and_counted(tmp_path, video_factory):
+    good = video_factory("good.mp4", n_frames=6)
+    src = layout(tmp_path, {"cat": [good]})
+    _write_audio_only(src / "cat" / "voice.m4a")
+    (src / "cat" / "loop.mp4").symlink_to("loop.mp4")
+    (src / "cat" / "x.mp4").mkdir()
+    (src / "cat" / "notes.txt").write_text("not a video\n")
+    (src / "cat" / ".y.mp4.partial").write_bytes(b"half")  # hidden: ignored
+    result = CliRunner().invoke(main, ["extract", str(src), "--workspace", str(tmp_path / "ws"), "--size", "32", "--quiet"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("FAILED")]
+    reasons = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line.split(": ", 1)[1] for line in lines}
+    assert reasons == {
+        "voice.m4a": "audio-only file (.m4a): no video stream",
+        "loop.mp4": "symlink loop",
+        "x.mp4": "is a folder, not a video file",
+        "notes.txt": "not a video file (extension .txt)",
+    }
+    assert "extract: 1 done, 0 skipped, 4 failed" in result.output
+    root = zarr.open_group(str(tmp_path / "ws" / "features.zarr"), mode="r")
+    # A bad file took no id: its failure is recorded under its path.
+    failures = {Path(key).name: failure for key, failure in root.attrs["failures"].items()}
+    assert failures["loop.mp4"]["reason"] == "symlink loop"
+    assert sorted(fstore.SCHEMA.complete_videos(root)) == ["good"]
+
+
 def test_flow_direction_and_magnitude_on_a_known_translation(tmp_path, video_factory):
     video = video_factory("m.mp4", n_frames=6, fps=10, size=(96, 96), shift_per_frame=(2, 1), marker=False)
     src = layout(tmp_path, {"cat": [video]})
@@ -291,14 +371,15 @@ def test_bad_inputs_each_get_one_line_and_the_others_finish(tmp_path, video_fact
     assert reasons["empty.mp4"] == "empty file (0 bytes)"
     assert reasons["text.mp4"].startswith("not a media file PyAV can read")
     assert reasons["cut.mp4"].startswith("not a media file PyAV can read")  # moov atom lost
-    assert reasons["voice.mka"] == "no video stream (streams: audio)"
+    assert reasons["voice.mka"] == "audio-only file (.mka): no video stream"  # named from the listing now
     assert reasons["two.mp4"] == "only 2 frame(s) at the chosen rate (need at least 3)"
     assert reasons["missing.mp4"] == "no such file"
     assert "would escape the store" in reasons["good.mp4"] or "duplicate video id" in reasons["good.mp4"]
     assert len(lines) == 8  # the 6 files above + a duplicate id + an escaping id
     assert "extract: 2 done, 0 skipped, 8 failed" in result.output
     root = zarr.open_group(str(tmp_path / "ws" / "features.zarr"), mode="r")
-    assert root.attrs["failures"]["empty"]["reason"] == "empty file (0 bytes)"
+    failures = {Path(key).name: failure for key, failure in root.attrs["failures"].items()}
+    assert failures["empty.mp4"]["reason"] == "empty file (0 bytes)"
     assert sorted(fstore.SCHEMA.complete_videos(root)) == ["good", "whole"]
 
 

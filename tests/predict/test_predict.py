@@ -16,8 +16,11 @@ from click.testing import CliRunner
 from conftest import textured_image, write_sta_stores, write_video
 
 from cli import main
+from pipeline.common import media
+from pipeline.common.files import partial_path
 from pipeline.common.inputs import InputError, discover
 from pipeline.predict.config import PredictConfig
+from pipeline.predict.overlay import AAC_FRAME, write_overlay
 from pipeline.predict.run import PredictError, run_predict
 from pipeline.train.run import run_train
 from pipeline.workspace.presets import preset_config
@@ -125,6 +128,107 @@ def test_overlay_mp4_decodes_at_the_source_size_with_the_audio_aligned(trained, 
     saliency = zarr.open_group(str(ws / "predictions.zarr"), mode="r", path="videos/tone")["saliency"][:]
     change = np.abs(np.stack(frames).astype(float) - np.stack(source)).mean(axis=-1)
     assert change[saliency > 200].mean() > 40 > 6 > change[saliency < 20].mean()
+
+
+def write_tone_clip(path: Path, video_codec: str, audio_codec: str, rate: int, layout: str, hz: float,
+                    n_frames: int = 12, fps: int = 10, size: tuple[int, int] = (64, 48)) -> None:  # fmt: skip
+    """A textured clip whose audio is a sine of `hz` over its whole length, in the given codecs."""
+    width, height = size
+    container = av.open(str(path), "w")
+    video = container.add_stream(video_codec, rate=fps)
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    # FFmpeg's own Vorbis encoder is the only one in this build (no libvorbis) and is flagged experimental.
+    options = {"strict": "experimental"} if audio_codec == "vorbis" else None
+    audio = container.add_stream(audio_codec, rate=rate, layout=layout, options=options)
+    image = textured_image(width, height, seed=3)
+    for _ in range(n_frames):
+        container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    container.mux(video.encode())
+    n = int(n_frames / fps * rate)
+    tone = (0.5 * np.sin(2 * np.pi * hz * np.arange(n) / rate)).astype(np.float32)
+    planes = np.repeat(tone[None], av.AudioLayout(layout).nb_channels, axis=0)
+    for start in range(0, n, 1000):  # PyAV converts to the encoder's sample format and frame size
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes[:, start : start + 1000]), format="fltp",
+                                           layout=layout)  # fmt: skip
+        frame.sample_rate, frame.pts = rate, start
+        container.mux(audio.encode(frame))
+    container.mux(audio.encode())
+    container.close()
+
+
+def mono(frame: av.AudioFrame) -> np.ndarray:
+    samples = frame.to_ndarray().astype(np.float64)
+    if not frame.format.is_planar:  # packed (PCM): one row of interleaved channels
+        samples = samples.reshape(-1, frame.layout.nb_channels).T
+    return samples.mean(axis=0)
+
+
+def decoded_audio(path: Path) -> tuple[np.ndarray, int, str]:
+    """The first audio stream's decoded signal, mixed to mono, its sample rate and codec name."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        signal = np.concatenate([mono(frame) for frame in container.decode(stream)])
+        return signal, stream.codec_context.sample_rate, stream.codec_context.name
+
+
+def peak_frequency(signal: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.size)))
+    return float(np.argmax(spectrum) * rate / signal.size)
+
+
+@pytest.mark.parametrize(
+    "name, video_codec, audio_codec, rate, layout, aac_rate",
+    [
+        ("vp8_vorbis.webm", "libvpx", "vorbis", 44100, "stereo", 44100),  # the reported file: MP4 cannot hold Vorbis
+        ("mpeg4_pcm.avi", "mpeg4", "pcm_s16le", 22050, "mono", 22050),  # PCM decodes with no channel positions
+        ("h264_pcm.mkv", "libx264", "pcm_s16le", 37800, "stereo", 44100),  # a rate AAC does not take
+        ("h264_aac.mp4", "libx264", "aac", 16000, "stereo", 16000),  # what MP4 holds: still works
+    ],
+)
+def test_overlay_carries_any_source_audio_as_aac(tmp_path, name, video_codec, audio_codec, rate, layout, aac_rate):
+    source = tmp_path / name
+    write_tone_clip(source, video_codec, audio_codec, rate, layout, hz=1000.0)
+    n_frames = media.target_times(media.probe(source), None).size
+    assert n_frames == 12
+    out = tmp_path / "overlays" / "clip.mp4"
+    write_overlay(source, out, None, n_frames, lambda start, stop: np.full((stop - start, 48, 64), 128, np.uint8))
+    assert out.exists() and not partial_path(out).exists()
+    with av.open(str(out)) as container:
+        assert len(container.streams.video) == 1 and len(container.streams.audio) == 1
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 12 and frames[0].shape == (48, 64, 3)
+    signal, out_rate, codec = decoded_audio(out)
+    source_signal, source_rate, source_codec = decoded_audio(source)
+    assert source_codec == audio_codec
+    assert codec == "aac" and out_rate == aac_rate
+    assert abs(signal.size / out_rate - source_signal.size / source_rate) <= AAC_FRAME / out_rate
+    assert abs(peak_frequency(signal, out_rate) - 1000.0) < 3.0
+
+
+def test_a_failed_overlay_leaves_no_partial_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    video = write_video(tmp_path / "clip.mp4", n_frames=12, tone=(440.0, 0))
+    out = tmp_path / "overlays" / "clip.mp4"
+    out.parent.mkdir()
+    out.write_bytes(b"previous overlay")
+    partial_seen: list[bool] = []
+    decode_tolerant = media.decode_tolerant
+
+    class AudioBroke(Exception):
+        pass
+
+    def audio_breaks_after_one_frame(container, stream):
+        # Audio is written after all the video, so the partial file holds a header and video packets by now.
+        for count, frame in enumerate(decode_tolerant(container, stream)):
+            if stream.type == "audio" and count:
+                partial_seen.append(partial_path(out).stat().st_size > 0)
+                raise AudioBroke
+            yield frame
+
+    monkeypatch.setattr(media, "decode_tolerant", audio_breaks_after_one_frame)
+    with pytest.raises(AudioBroke):
+        write_overlay(video.path, out, None, video.n_frames, lambda a, b: np.full((b - a, 48, 64), 200, np.uint8))
+    assert partial_seen == [True]
+    assert out.read_bytes() == b"previous overlay" and sorted(out.parent.iterdir()) == [out]
 
 
 def test_missing_or_foreign_checkpoints_are_clear_errors(tmp_path):

@@ -8,29 +8,40 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from stores import zarr_io
+from stores.chunks import DirectChunks
 from stores.datasets import ChunkCache
 from stores.zarr_io import ArraySpec
 
 
-def test_direct_chunks_equal_zarr_reads_including_the_last_and_unwritten_chunks(tmp_path):
+def test_direct_chunks_equal_zarr_reads_including_the_last_chunk(tmp_path):
     root = zarr_io.open_root(tmp_path / "s.zarr", mode="a")
     group = root["videos"].create_group("v")
     rng = np.random.default_rng(0)
     frames = zarr_io.create_array(group, ArraySpec("frames", ("t", "y", "x", "c"), "uint8", 4), (10, 6, 5, 3))
-    values = rng.integers(0, 255, (10, 6, 5, 3), dtype=np.uint8)
-    frames[:8] = values[:8]  # chunk 2 (t = 8, 9) is never written: it reads as the fill value
+    frames[:] = rng.integers(0, 255, (10, 6, 5, 3), dtype=np.uint8)
     maps = zarr_io.create_array(group, ArraySpec("maps", ("t", "y", "x"), "float16", 4, fill_value=0.5), (10, 7, 7))
     maps[:] = rng.random((10, 7, 7)).astype(np.float16)
+    maps[4:8] = 0.5  # an all-fill chunk is written too (a missing one is damage)
     for name in ("frames", "maps"):
         array = group[name]
-        direct = zarr_io.DirectChunks.for_array(tmp_path / "s.zarr", array)
-        assert direct is not None
+        direct = DirectChunks.for_array(tmp_path / "s.zarr", array)
+        assert direct is not None and direct.checksum
         for index in range(3):
             got = direct.read(index)
             expected = np.asarray(array[index * 4 : index * 4 + 4])
             assert got.dtype == expected.dtype and got.shape == expected.shape
             np.testing.assert_array_equal(got, expected)
-    assert np.all(zarr_io.DirectChunks.for_array(tmp_path / "s.zarr", frames).read(2) == 0)
+        np.testing.assert_array_equal(direct.read_rows(3, 9), np.asarray(array[3:9]))
+    assert (tmp_path / "s.zarr/videos/v/maps/c/1/0/0").is_file()
+
+
+def test_arrays_of_an_earlier_avfix_without_checksums_still_read(tmp_path):
+    group = zarr.open_group(str(tmp_path / "old.zarr"), mode="w")
+    array = group.create_array("frames", shape=(6, 2), chunks=(4, 2), dtype="uint8", compressors=zarr_io.compressor())
+    array[:4] = np.arange(8, dtype=np.uint8).reshape(4, 2)  # chunk 1 never written: the fill value, as zarr reads it
+    direct = DirectChunks.for_array(tmp_path / "old.zarr", array)
+    assert direct is not None and not direct.checksum
+    np.testing.assert_array_equal(direct.read_rows(0, 6), np.asarray(array[:]))
 
 
 def test_other_layouts_are_read_through_zarr(tmp_path):
@@ -38,8 +49,8 @@ def test_other_layouts_are_read_through_zarr(tmp_path):
     blosc = group.create_array("a", shape=(8, 4), chunks=(4, 4), dtype="uint8", compressors=BloscCodec())
     blosc[:] = np.arange(32, dtype=np.uint8).reshape(8, 4)
     split = group.create_array("b", shape=(8, 4), chunks=(4, 2), dtype="uint8", compressors=zarr_io.compressor())
-    assert zarr_io.DirectChunks.for_array(tmp_path / "o.zarr", blosc) is None
-    assert zarr_io.DirectChunks.for_array(tmp_path / "o.zarr", split) is None
+    assert DirectChunks.for_array(tmp_path / "o.zarr", blosc) is None
+    assert DirectChunks.for_array(tmp_path / "o.zarr", split) is None
 
 
 def test_chunk_cache_reads_frames_the_same_either_way(tmp_path, monkeypatch):
@@ -48,7 +59,7 @@ def test_chunk_cache_reads_frames_the_same_either_way(tmp_path, monkeypatch):
     frames = zarr_io.create_array(group, ArraySpec("frames", ("t", "y", "x", "c"), "uint8", 4), (9, 4, 4, 3))
     frames[:] = np.random.default_rng(1).integers(0, 255, (9, 4, 4, 3), dtype=np.uint8)
     fast = [ChunkCache(tmp_path / "s.zarr").read("v", "frames", t) for t in range(9)]
-    monkeypatch.setattr(zarr_io.DirectChunks, "for_array", classmethod(lambda cls, store, array: None))
+    monkeypatch.setattr(DirectChunks, "for_array", classmethod(lambda cls, store, array: None))
     slow = [ChunkCache(tmp_path / "s.zarr").read("v", "frames", t) for t in range(9)]
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
@@ -58,7 +69,7 @@ def test_direct_writes_read_back_through_zarr_and_refuse_partial_chunks(tmp_path
     root = zarr_io.open_root(tmp_path / "w.zarr", mode="a")
     group = root["videos"].create_group("v")
     array = zarr_io.create_array(group, ArraySpec("flow", ("t", "c", "y", "x"), "float16", 4), (10, 2, 3, 3))
-    writer = zarr_io.DirectChunks.for_array(tmp_path / "w.zarr", array)
+    writer = DirectChunks.for_array(tmp_path / "w.zarr", array)
     values = np.random.default_rng(2).standard_normal((10, 2, 3, 3)).astype(np.float16)
     writer.write(0, values[:8])
     writer.write(8, values[8:])  # the last chunk is short: stored padded, read back cut
