@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -135,6 +136,12 @@ def write_video(
             container.mux(packet)
     container.close()
     return TestVideo(path, n_frames, float(fps), width, height, tuple(times))
+
+
+def interruptible() -> None:
+    """`preexec_fn` of a child that a test stops with SIGINT: a shell that runs tests in the background
+    ignores SIGINT, its children inherit that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import write_sta_stores
+from conftest import interruptible, write_sta_stores
 
 from pipeline.train.checkpoints import load_checkpoint, read_header
 from pipeline.train.config import STATrainConfig, TrainError
@@ -256,7 +256,8 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_the_rerun_resumes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "cli", "train", "--workspace", str(tmp_path), "--preset", "cpu",
                "--epochs", "1000", "--batch-size", "4", "-j", "0", "--quiet"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)  # fmt: skip
     metrics = tmp_path / "checkpoints" / "sta" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.monotonic() < deadline:

@@ -11,21 +11,17 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-import torch
-import zarr
-from conftest import first_run_overrides, make_sets
+from conftest import first_run_overrides, interruptible, make_sets
 
 from pipeline.workspace.config import Overrides, load_config, write_config
 from pipeline.workspace.dag import run_stage
 from pipeline.workspace.registry import NAMES
 from stores import faults
+from stores.compare import checkpoint_differences, store_differences
 
 REPO = Path(__file__).resolve().parents[2]
-VOLATILE_ATTRS = {"completed_at"}  # when, not what
 VOLATILE_REPORT = {"created", "seconds"}
 
 
@@ -86,7 +82,8 @@ def test_a_stopped_stage_rerun_ends_equal_to_an_uninterrupted_run(snapshots, nam
     before = taken[NAMES[NAMES.index(name) - 1]] if NAMES.index(name) else taken[""]
     _restore(live, before)
     env = {**os.environ, faults.ENV: fault, "OMP_NUM_THREADS": "1"}
-    stopped = subprocess.run(command(name, live), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    stopped = subprocess.run(command(name, live), cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                             preexec_fn=interruptible)  # fmt: skip
     expected_code = -signal.SIGKILL if fault.startswith("KILL") else 130
     assert stopped.returncode == expected_code, (stopped.returncode, stopped.stdout[-800:], stopped.stderr[-2000:])
     summary = run_stage(name, live / "ws", Overrides(), progress=False)
@@ -115,41 +112,11 @@ def assert_outputs_equal(name: str, got: Path, expected: Path) -> None:
 
 
 def assert_stores_equal(got: Path, expected: Path) -> None:
-    a, b = zarr.open_group(str(got), mode="r"), zarr.open_group(str(expected), mode="r")
-    _assert_groups_equal(a, b, str(got))
-
-
-def _assert_groups_equal(a: Any, b: Any, where: str) -> None:
-    attrs_a = {k: v for k, v in dict(a.attrs).items() if k not in VOLATILE_ATTRS}
-    attrs_b = {k: v for k, v in dict(b.attrs).items() if k not in VOLATILE_ATTRS}
-    assert attrs_a == attrs_b, where
-    assert sorted(n for n, _ in a.groups()) == sorted(n for n, _ in b.groups()), where
-    assert sorted(n for n, _ in a.arrays()) == sorted(n for n, _ in b.arrays()), where
-    for name, array in b.arrays():
-        np.testing.assert_array_equal(np.asarray(a[name][...]), np.asarray(array[...]), err_msg=f"{where}/{name}")
-    for name, group in b.groups():
-        _assert_groups_equal(a[name], group, f"{where}/{name}")
+    assert store_differences(got, expected) == []
 
 
 def assert_checkpoints_equal(got: Path, expected: Path) -> None:
-    _assert_values_equal(torch.load(got, weights_only=True), torch.load(expected, weights_only=True), str(got))
-
-
-def _assert_values_equal(a: Any, b: Any, where: str) -> None:
-    if isinstance(b, dict):
-        assert set(a) == set(b), where
-        for key in b:
-            _assert_values_equal(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(b, (list, tuple)):
-        assert len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b)):
-            _assert_values_equal(x, y, f"{where}[{k}]")
-    elif isinstance(b, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(b, float) and np.isnan(b):
-        assert isinstance(a, float) and np.isnan(a), where
-    else:
-        assert a == b, where
+    assert checkpoint_differences(got, expected) == []
 
 
 SYNTH = ["--classes", "2", "--videos-per-class", "2", "--seconds", "1.2", "--fps", "10", "--width", "64",
@@ -163,7 +130,7 @@ def test_a_stopped_synth_rerun_ends_equal_to_an_uninterrupted_run(tmp_path, faul
     assert done.returncode == 0, done.stderr
     env = {**os.environ, faults.ENV: fault}
     stopped = subprocess.run([sys.executable, "-m", "cli", "synth", str(stopped_set), *SYNTH], cwd=REPO, env=env,
-                             capture_output=True, text=True)  # fmt: skip
+                             capture_output=True, text=True, preexec_fn=interruptible)  # fmt: skip
     assert stopped.returncode == (-signal.SIGKILL if fault.startswith("KILL") else 130), stopped.stderr[-2000:]
     rerun = subprocess.run([sys.executable, "-m", "cli", "synth", str(stopped_set), *SYNTH], cwd=REPO, capture_output=True)
     assert rerun.returncode == 0, rerun.stderr
