@@ -265,6 +265,9 @@ def synth(
 @setting("--weights", key="pseudolabel.weights", type=click.Path(path_type=Path), also={"pseudolabel.random_init": False},
          help="Local backbone weights file.")
 @setting("--random-init", key="pseudolabel.random_init", is_flag=True, help="Train the backbone from scratch.")
+@setting("--backbone-mode", key="pseudolabel.backbone_mode", type=click.Choice(["finetune", "frozen"]),
+         help="finetune: train the backbone with each classifier (the paper's); frozen: run the pretrained "
+              "backbone once per frame, cache its maps and train the heads alone.")
 @setting("--device", key="pseudolabel.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
 @setting("--threads", key="pseudolabel.threads", type=int, help="Torch CPU threads (0: torch's choice).  [default: 1]")
 @setting("--epochs", key="pseudolabel.train.epochs", type=int, help="Epochs per classifier (early stop on validation).")

@@ -72,6 +72,9 @@ class ClassifierConfig:
     attention_channels: int | None = None
     # Used only when an SA classifier is built without an explicit audio encoder.
     audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    # Set: the SA classifier has no audio encoder of its own and reads audio embeddings of this size
+    # (a frozen, shared encoder's, e.g. precomputed once per frame).
+    audio_embedding_dim: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "branch", Branch(self.branch))
@@ -126,17 +129,22 @@ class SCAMClassifier(nn.Module):
       ST: frames (B, 3, 3, H, W) = (batch, time [t-1, t, t+1], RGB, H, W); the centre frame is t
       SA: frames (B, 3, H, W), spectrogram (B, 1, F, T) or (B, F, T), event_prob (B,) in [0, 1]
     S and ST ignore `spectrogram` and `event_prob`, so one data loader can feed every branch.
+
+    `forward_maps` takes the backbone's maps instead of frames (a frozen backbone's, computed once per
+    frame): built with `backbone=None` and `backbone_channels`, the classifier is its heads alone.
     """
 
-    def __init__(self, config: ClassifierConfig, backbone: VisualBackbone,
-                 audio_encoder: AudioEncoder | None = None) -> None:
+    def __init__(self, config: ClassifierConfig, backbone: VisualBackbone | None,
+                 audio_encoder: AudioEncoder | None = None, backbone_channels: int | None = None) -> None:
         super().__init__()
         self.config = config
         self.branch = config.branch
         self.stage = config.stage
         self.backbone = backbone
         widths = config.widths()
-        backbone_channels = backbone.out_channels
+        if backbone is None and backbone_channels is None:
+            raise ValueError("a classifier without a backbone needs backbone_channels")
+        backbone_channels = backbone.out_channels if backbone is not None else int(backbone_channels)  # type: ignore[arg-type]
 
         if self.branch == Branch.S:
             if widths.feature is None:
@@ -157,8 +165,13 @@ class SCAMClassifier(nn.Module):
             channels = self._required(widths.feature, "feature_channels")
             audio_channels = self._required(widths.audio, "audio_channels")
             attention_channels = self._required(widths.attention, "attention_channels")
-            self.audio_encoder = audio_encoder if audio_encoder is not None else AudioEncoder(config.audio_encoder)
-            self.audio_upsampler = AudioUpsampler(self.audio_encoder.embedding_dim, audio_channels, self.stage)
+            if config.audio_embedding_dim is not None:
+                self.audio_encoder: AudioEncoder | None = None
+                embedding_dim = config.audio_embedding_dim
+            else:
+                self.audio_encoder = audio_encoder if audio_encoder is not None else AudioEncoder(config.audio_encoder)
+                embedding_dim = self.audio_encoder.embedding_dim
+            self.audio_upsampler = AudioUpsampler(embedding_dim, audio_channels, self.stage)
             if self.stage == Stage.COARSE:
                 self.reduce = ReceptiveFieldBlock(backbone_channels, channels)
                 gated_channels = channels
@@ -181,14 +194,25 @@ class SCAMClassifier(nn.Module):
 
     def forward(self, frames: Tensor, spectrogram: Tensor | None = None,
                 event_prob: Tensor | None = None) -> ClassifierOutput:
+        self._check_frames(frames, 5 if self.branch == Branch.ST else 4)
+        if self.backbone is None:
+            raise ValueError("this classifier has no backbone: call forward_maps with the backbone's maps")
+        maps = self.backbone(self.backbone.normalize(frames.flatten(0, 1) if self.branch == Branch.ST else frames))
+        if self.branch == Branch.ST:
+            maps = maps.view(frames.shape[0], 3, *maps.shape[1:])
+        return self.forward_maps(maps, spectrogram, event_prob)
+
+    def forward_maps(self, maps: Tensor, spectrogram: Tensor | None = None, event_prob: Tensor | None = None,
+                     audio_embedding: Tensor | None = None) -> ClassifierOutput:
+        """The classifier on backbone maps: (B, C, h, w), or (B, 3, C, h, w) for ST (frames t-1, t, t+1).
+        SA takes the audio as a spectrogram, or as `audio_embedding` (B, D) for an encoder-less one."""
         audio_attention = None
         if self.branch == Branch.S:
-            self._check_frames(frames, 4)
-            cam_features = self.reduce(self.backbone(self.backbone.normalize(frames)))
+            cam_features = self.reduce(maps)
         elif self.branch == Branch.ST:
-            cam_features = self._spatio_temporal(frames)
+            cam_features = self._spatio_temporal(maps)
         else:
-            cam_features, audio_attention = self._spatial_audio(frames, spectrogram, event_prob)
+            cam_features, audio_attention = self._spatial_audio(maps, spectrogram, event_prob, audio_embedding)
         logits = self.fc(cam_features.mean(dim=(2, 3)))
         return ClassifierOutput(logits, cam_features, audio_attention)
 
@@ -197,28 +221,30 @@ class SCAMClassifier(nn.Module):
         if frames.dim() != dims or frames.shape[-3] != 3 or (dims == 5 and frames.shape[1] != 3):
             raise ValueError(f"{self.branch} classifier expects frames {expected}, got {tuple(frames.shape)}")
 
-    def _spatio_temporal(self, frames: Tensor) -> Tensor:
-        self._check_frames(frames, 5)
-        batch = frames.shape[0]
-        # All 3 frames go through the backbone as one batch of B*3.
-        maps = self.reduce(self.backbone(self.backbone.normalize(frames.flatten(0, 1))))
+    def _spatio_temporal(self, backbone_maps: Tensor) -> Tensor:
+        batch = backbone_maps.shape[0]
+        # All 3 frames' maps are reduced as one batch of B*3.
+        maps = self.reduce(backbone_maps.flatten(0, 1))
         maps = maps.view(batch, 3, *maps.shape[1:]).transpose(1, 2)  # (B, C, 3, h, w)
         gate = self.temporal_gate(maps).squeeze(2)                    # (B, C, h, w)
         centre = maps[:, :, 1]
         fused = torch.relu(centre * torch.sigmoid(gate) + centre)
         return self.refine(fused)
 
-    def _spatial_audio(self, frames: Tensor, spectrogram: Tensor | None,
-                       event_prob: Tensor | None) -> tuple[Tensor, Tensor]:
-        self._check_frames(frames, 4)
-        if spectrogram is None or event_prob is None:
-            raise ValueError("SA classifier needs spectrogram and event_prob (the audio switch, SPEC §8.4)")
-        batch = frames.shape[0]
+    def _spatial_audio(self, backbone_map: Tensor, spectrogram: Tensor | None, event_prob: Tensor | None,
+                       audio_embedding: Tensor | None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        if event_prob is None or (spectrogram is None and audio_embedding is None):
+            raise ValueError("SA classifier needs its audio (spectrogram or embedding) and event_prob "
+                             "(the audio switch, SPEC §8.4)")  # fmt: skip
+        batch = backbone_map.shape[0]
         if event_prob.shape != (batch,):
             raise ValueError(f"event_prob must be ({batch},), got {tuple(event_prob.shape)}")
-        backbone_map = self.backbone(self.backbone.normalize(frames))
+        if audio_embedding is None:
+            if self.audio_encoder is None:
+                raise ValueError("this SA classifier has no audio encoder: pass audio_embedding")
+            audio_embedding = self.audio_encoder(spectrogram).embedding
         visual = self.reduce(backbone_map)
-        audio_map = self.audio_upsampler(self.audio_encoder(spectrogram).embedding, visual.shape[-2:])
+        audio_map = self.audio_upsampler(audio_embedding.to(visual.dtype), visual.shape[-2:])
         attention = torch.sigmoid(self.attention(self.attention_hidden(torch.cat([audio_map, visual], dim=1))))
         gated = visual if self.stage == Stage.COARSE else backbone_map
         switch = event_prob.to(gated.dtype).view(batch, 1, 1, 1)

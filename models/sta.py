@@ -128,8 +128,23 @@ class STANet(nn.Module):
     def forward(self, frames: Tensor, spectrogram: Tensor, has_audio: Tensor,
                 event_prob: Tensor | None = None, flow: Tensor | None = None) -> STAOutput:  # fmt: skip
         batch = self._check_inputs(frames, has_audio, event_prob, flow)
+        levels = self.backbone_levels(frames)
+        return self.forward_levels(levels, spectrogram, has_audio, event_prob, flow, tuple(frames.shape[-2:]))
+
+    def backbone_levels(self, frames: Tensor) -> dict[str, Tensor]:
+        """What the network reads of the backbone for frames (B, 3, 3, H, W): stride32 of the three
+        frames (B, 3, C, h, w), stride16 and stride8 of the centre frame (B, C, h, w)."""
+        batch = frames.shape[0]
         levels = self.backbone.forward_levels(self.backbone.normalize(frames.flatten(0, 1)))
-        maps = self.reduce32(levels["stride32"])
+        return {"stride32": levels["stride32"].view(batch, 3, *levels["stride32"].shape[1:]),
+                "stride16": self._centre(levels["stride16"], batch), "stride8": self._centre(levels["stride8"], batch)}
+
+    def forward_levels(self, levels: dict[str, Tensor], spectrogram: Tensor, has_audio: Tensor,
+                       event_prob: Tensor | None, flow: Tensor | None, out_size: tuple[int, int]) -> STAOutput:
+        """The network on the backbone's levels (`backbone_levels`; a frozen backbone's, computed once
+        per frame), its saliency logits at `out_size`."""
+        batch = levels["stride32"].shape[0]
+        maps = self.reduce32(levels["stride32"].flatten(0, 1))
         maps = maps.view(batch, 3, *maps.shape[1:]).transpose(1, 2)  # (B, w, 3, h, w')
         centre = maps[:, :, 1]
         grid = tuple(centre.shape[-2:])
@@ -153,11 +168,11 @@ class STANet(nn.Module):
             parts.append(self.flow_encoder(flow, grid))
         fused = self.fuse(torch.cat(parts, dim=1))
 
-        stride16 = self._centre(levels["stride16"], batch)
+        stride16 = levels["stride16"]
         decoded = self.refine16(torch.cat([self._upsample(fused, stride16), self.reduce16(stride16)], dim=1))
-        stride8 = self._centre(levels["stride8"], batch)
+        stride8 = levels["stride8"]
         decoded = self.refine8(torch.cat([self._upsample(decoded, stride8), self.reduce8(stride8)], dim=1))
-        logits = F.interpolate(self.predict(decoded), size=frames.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(self.predict(decoded), size=out_size, mode="bilinear", align_corners=False)
         return STAOutput(logits.squeeze(1), switch_logits, gate)
 
     def _check_inputs(self, frames: Tensor, has_audio: Tensor, event_prob: Tensor | None, flow: Tensor | None) -> int:

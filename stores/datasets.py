@@ -87,8 +87,8 @@ class ChunkCache:
             return self._bytes > self.max_bytes
         return len(self._chunks) > self.max_chunks
 
-    def length(self, video_id: str) -> int:
-        return int(self.array(video_id, "frames").shape[0])
+    def length(self, video_id: str, name: str = "frames") -> int:
+        return int(self.array(video_id, name).shape[0])
 
 
 class FrameSamples(Dataset):
@@ -99,11 +99,16 @@ class FrameSamples(Dataset):
     """
 
     def __init__(self, store: str | Path, items: list[FrameItem], *, neighbours: bool = False, audio: bool = False,
-                 frames: bool = True, cache_bytes: int = 512 << 20):
+                 frames: bool = True, cache_bytes: int = 512 << 20, frames_array: str = "frames",
+                 audio_array: str = "audio"):  # fmt: skip
         self.items = items
         self.neighbours = neighbours
         self.audio = audio
         self.frames = frames  # False: audio-only samples (the event classifier never decodes frames)
+        # What a sample's "frames" and "audio" are read from: the stored frames and spectrogram windows,
+        # or a cache of a frozen backbone's maps and a frozen audio encoder's embeddings.
+        self.frames_array = frames_array
+        self.audio_array = audio_array
         # Samples are drawn in random order across videos: a cache of whole chunks that can hold a small
         # data set entirely reads each chunk once instead of once per sample.
         self.cache = ChunkCache(store, max_bytes=cache_bytes)
@@ -113,9 +118,9 @@ class FrameSamples(Dataset):
 
     def frames_at(self, video_id: str, t: int) -> np.ndarray:
         if not self.neighbours:
-            return self.cache.read(video_id, "frames", t)
-        last = self.cache.length(video_id) - 1
-        return np.stack([self.cache.read(video_id, "frames", min(max(s, 0), last)) for s in (t - 1, t, t + 1)])
+            return self.cache.read(video_id, self.frames_array, t)
+        last = self.cache.length(video_id, self.frames_array) - 1
+        return np.stack([self.cache.read(video_id, self.frames_array, min(max(s, 0), last)) for s in (t - 1, t, t + 1)])
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.items[index]
@@ -126,7 +131,7 @@ class FrameSamples(Dataset):
         if self.frames:
             sample["frames"] = torch.from_numpy(np.ascontiguousarray(self.frames_at(item.video_id, item.t)))
         if self.audio:
-            window = self.cache.read(item.video_id, "audio", item.t)
+            window = self.cache.read(item.video_id, self.audio_array, item.t)
             sample["audio"] = torch.from_numpy(window.astype(np.float32))
         return sample
 

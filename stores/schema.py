@@ -219,9 +219,9 @@ def common_markdown() -> str:
 
 def schemas() -> tuple[StoreSchema, ...]:
     """Every store kind, in the order of the stages that write them."""
-    from stores import features, predictions, pseudo
+    from stores import cache, features, predictions, pseudo
 
-    return features.SCHEMA, pseudo.SCHEMA, predictions.SCHEMA
+    return features.SCHEMA, pseudo.SCHEMA, predictions.SCHEMA, cache.SCAM_CACHE, cache.STA_CACHE
 
 
 def readme_section() -> str:

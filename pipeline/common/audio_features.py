@@ -69,16 +69,18 @@ def _tukey_window_fn(length: int, **_: object) -> torch.Tensor:
     return _tukey()[:length]
 
 
-@lru_cache(maxsize=1)
-def _stft() -> torchaudio.transforms.Spectrogram:
+@lru_cache(maxsize=8)
+def _stft(device: torch.device, dtype: torch.dtype) -> torchaudio.transforms.Spectrogram:
+    # One transform per device and precision: `.to` converts a module in place, so one shared transform
+    # used in float32 first would keep a float32-rounded window when later asked for float64.
     return torchaudio.transforms.Spectrogram(
         n_fft=N_FFT, hop_length=HOP, window_fn=_tukey_window_fn, power=None, center=False, normalized=False
-    )
+    ).to(device, dtype)
 
 
 def _detrended_stft(windows: torch.Tensor) -> torch.Tensor:
     """Complex STFT (B, 257, T) of each window with every 512-sample segment's mean removed."""
-    spec = _stft().to(windows.device, windows.dtype)(windows)
+    spec = _stft(windows.device, windows.dtype)(windows)
     seg_means = torch.nn.functional.avg_pool1d(windows.unsqueeze(1), N_FFT, HOP).squeeze(1)  # (B, T)
     window_fft = torch.fft.rfft(_tukey().to(windows.device, windows.dtype))  # (257,)
     return spec - window_fft[None, :, None] * seg_means[:, None, :]

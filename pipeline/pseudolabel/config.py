@@ -12,6 +12,7 @@ from pipeline.common.settings import device_setting, output_setting, path_settin
 from pipeline.pseudolabel.classifier_loop import TrainConfig
 
 SMOOTHING_MODES = ("flow", "plain", "none")
+BACKBONE_MODES = ("finetune", "frozen")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class PseudolabelConfig:
     ALGORITHM_VERSION: ClassVar[int] = 1
 
     backbone: str = output_setting("efficientnet_lite0", scope=("classifiers",))
+    # finetune: the backbone is trained with each classifier (the paper's); frozen: the pretrained backbone
+    # runs once per frame and crop, its maps are cached and only the classifiers' heads are trained.
+    backbone_mode: str = output_setting("finetune", scope=("classifiers",))
     weights: str | None = path_setting(None, scope=("classifiers",))
     random_init: bool = output_setting(False, scope=("classifiers",))
     coarse_size: int = output_setting(256, scope=("classifiers",))  # SPEC §2: coarse classifiers see 256 px frames
@@ -47,7 +51,15 @@ class PseudolabelConfig:
     infer_batch: int = run_setting(32)
     seed: int = output_setting(0, scope=("classifiers",))
 
+    @property
+    def frozen(self) -> bool:
+        return self.backbone_mode == "frozen"
+
     def __post_init__(self) -> None:
+        if self.backbone_mode not in BACKBONE_MODES:
+            raise ValueError(f"backbone_mode must be one of {', '.join(BACKBONE_MODES)}, got {self.backbone_mode!r}")
+        if self.backbone_mode == "frozen" and self.random_init:
+            raise ValueError("a frozen backbone must be pretrained: random_init and backbone_mode frozen exclude each other")
         if self.smoothing not in SMOOTHING_MODES:
             raise ValueError(f"smoothing must be one of {', '.join(SMOOTHING_MODES)}, got {self.smoothing!r}")
         if not 0 <= self.val_fraction < 1:

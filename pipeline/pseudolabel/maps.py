@@ -15,13 +15,14 @@ cropping (§8.9).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.classifiers import Branch, SCAMClassifier
+from models.classifiers import Branch, ClassifierOutput, SCAMClassifier
 from models.device import autocast
 from models.selection import (
     box_masks, paste_back, probability_weighted_fusion, scale_boxes, selection_boxes, temporal_smooth,
@@ -29,6 +30,7 @@ from models.selection import (
 )  # fmt: skip
 from pipeline.pseudolabel.batches import visual_input
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
+from pipeline.pseudolabel.frozen import COARSE, FINE, ScamCache
 from stores import pseudo as pstore
 from stores.features import VideoReader
 
@@ -73,7 +75,27 @@ def branch_cams(model: SCAMClassifier, frames: Tensor, audio: Tensor | None, eve
             output = model(inputs, audio.unsqueeze(1), event_prob)
         else:
             output = model(inputs)
-    labels = torch.full((inputs.shape[0],), class_index, device=inputs.device)
+    return _gt_cams(model, output, class_index, cam_size)
+
+
+@torch.no_grad()
+def branch_cams_from_maps(model: SCAMClassifier, triplets: Tensor, embeddings: Tensor, event_prob: Tensor,
+                          class_index: int, cam_size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """`branch_cams` on a frozen backbone's cached maps: `triplets` (B, 3, C, h, w) of frames t-1, t, t+1."""
+    model.eval()
+    with autocast(triplets.device):
+        if model.branch == Branch.ST:
+            output = model.forward_maps(triplets)
+        elif model.branch == Branch.SA:
+            output = model.forward_maps(triplets[:, 1], event_prob=event_prob, audio_embedding=embeddings)
+        else:
+            output = model.forward_maps(triplets[:, 1])
+    return _gt_cams(model, output, class_index, cam_size)
+
+
+def _gt_cams(model: SCAMClassifier, output: ClassifierOutput, class_index: int,
+             cam_size: tuple[int, int] | None) -> tuple[Tensor, Tensor]:  # fmt: skip
+    labels = torch.full((output.logits.shape[0],), class_index, device=output.logits.device)
     cams = model.class_activation_maps(output, labels, cam_size).float()
     probs = output.logits.float().softmax(dim=1)[:, class_index]
     return cams, probs
@@ -86,15 +108,15 @@ def _read_audio(reader: VideoReader, info: VideoInfo, sl: slice, device: torch.d
 
 
 def coarse_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMModels, event_prob: np.ndarray,
-                config: PseudolabelConfig, device: torch.device) -> None:  # fmt: skip
-    """Write coarse_cam, branch_prob[:, coarse], branch_valid, event_prob, box, has_box of one video."""
+                config: PseudolabelConfig, device: torch.device, cache: ScamCache | None = None) -> None:  # fmt: skip
+    """Write coarse_cam, branch_prob[:, coarse], branch_valid, event_prob, box, has_box of one video (from
+    the frames, or with `cache` from the frozen backbone's cached maps)."""
     m = config.map_size
     sa_usable = info.has_audio and Branch.SA in models.coarse
     for sl in blocks(info.n_frames, config.infer_batch):
         n = sl.stop - sl.start
-        frames = torch.from_numpy(frame_triplets(reader, sl.start, sl.stop)).to(device)
-        audio = _read_audio(reader, info, sl, device)
         event = torch.from_numpy(event_prob[sl]).to(device)
+        cams_of = _block_cams(info, reader, sl, config.coarse_size, event, cache, COARSE, device)
         valid = torch.ones(n, len(BRANCHES), dtype=torch.bool, device=device)
         valid[:, SA] = (event >= config.event_threshold) & sa_usable
         cams = torch.zeros(n, len(BRANCHES), m, m, device=device)
@@ -103,8 +125,7 @@ def coarse_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCA
             model = models.coarse.get(branch)
             if model is None or (branch == Branch.SA and not sa_usable):
                 continue
-            cams[:, b], probs[:, b] = branch_cams(model, frames, audio, event, config.coarse_size,
-                                                  info.class_index, cam_size=(m, m))  # fmt: skip
+            cams[:, b], probs[:, b] = cams_of(model, None, (m, m))
         fused = probability_weighted_fusion(cams, probs, valid)
         box, has_box = selection_boxes(fused, config.box_factor)
         pstore.write_block(group, sl.start, {
@@ -115,7 +136,7 @@ def coarse_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCA
 
 
 def fine_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMModels,
-              config: PseudolabelConfig, device: torch.device) -> None:  # fmt: skip
+              config: PseudolabelConfig, device: torch.device, cache: ScamCache | None = None) -> None:  # fmt: skip
     """Write fine_cam, branch_prob[:, fine] and the fused map of one video (from the coarse pass's boxes).
 
     Without fine classifiers (`fine_stage` off) the fused map is the fusion of the coarse CAMs inside the
@@ -137,22 +158,39 @@ def fine_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMM
             pstore.write_block(group, sl.start, {"fused": fused.cpu().numpy(), "fine_cam": no_fine})
             continue
         n = sl.stop - sl.start
-        frames = torch.from_numpy(frame_triplets(reader, sl.start, sl.stop)).to(device)
-        audio = _read_audio(reader, info, sl, device)
         event = torch.from_numpy(stored["event_prob"]).to(device)
         crop_boxes = scale_boxes(box, (m, m), info.frame_hw)
+        cams_of = _block_cams(info, reader, sl, config.fine_size, event, cache, FINE, device)
         cams = torch.zeros(n, len(BRANCHES), m, m, device=device)
         probs = torch.zeros(n, len(BRANCHES), device=device)
         for b, branch in enumerate(BRANCHES):
             model = models.fine.get(branch)
             if model is None or not bool(valid[:, b].any()):
                 continue
-            cam, probs[:, b] = branch_cams(model, frames, audio, event, config.fine_size, info.class_index, crop_boxes)
+            cam, probs[:, b] = cams_of(model, crop_boxes, None)
             # Pasted from the CAM's own resolution: the bilinear sampling then upsamples it smoothly.
             cams[:, b] = paste_back(cam, box, (m, m)) * valid[:, b, None, None]
         fused = probability_weighted_fusion(cams, probs, valid) * has_box[:, None, None]
         pstore.write_block(group, sl.start, {"fine_cam": cams.cpu().numpy(), "fused": fused.cpu().numpy()})
         pstore.write_branch_prob(group, sl.start, 1, probs.cpu().numpy())
+
+
+CamsOf = Callable[[SCAMClassifier, Tensor | None, tuple[int, int] | None], tuple[Tensor, Tensor]]
+
+
+def _block_cams(info: VideoInfo, reader: VideoReader, sl: slice, size: int, event: Tensor, cache: ScamCache | None,
+                array: str, device: torch.device) -> CamsOf:  # fmt: skip
+    """CAMs of the ground-truth class for frames [sl) by a classifier: read once per block, from the frames
+    (cropped to `boxes` in stored-frame pixels, for the fine stage) or from the cached maps `array`."""
+    if cache is not None:
+        triplets = cache.block(info.video_id, array, sl, triplets=True)
+        embeddings = cache.embeddings(info.video_id, sl)
+        return lambda model, boxes, cam_size: branch_cams_from_maps(model, triplets, embeddings, event,
+                                                                    info.class_index, cam_size)  # fmt: skip
+    frames = torch.from_numpy(frame_triplets(reader, sl.start, sl.stop)).to(device)
+    audio = _read_audio(reader, info, sl, device)
+    return lambda model, boxes, cam_size: branch_cams(model, frames, audio, event, size, info.class_index, boxes,
+                                                      cam_size)  # fmt: skip
 
 
 def flow_on_map_grid(flow: np.ndarray, frame_hw: tuple[int, int], map_size: int) -> Tensor:

@@ -31,10 +31,11 @@ from pipeline.common.progress import Progress
 from pipeline.common.settings import jsonable, output_settings
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.pseudolabel.event_audio import load_vggsound_scorer, video_event_probabilities
+from pipeline.pseudolabel.frozen import ScamCache
 from pipeline.pseudolabel.maps import SCAMModels, coarse_pass, fine_pass, smoothing_pass
 from pipeline.pseudolabel.stage import (
-    PseudolabelError, TrainingKey, Videos, coarse_fingerprint, pseudo_video_state, split_by_video, usable_videos,
-    video_fingerprint,
+    EVENT_MODEL, PseudolabelError, TrainingKey, Videos, coarse_fingerprint, pseudo_video_state, split_by_video,
+    usable_videos, video_fingerprint,
 )  # fmt: skip
 from pipeline.pseudolabel.training import Boxes, ClassifierTrainer, train_coarse, train_event_classifier, train_fine
 from pipeline.stage import COMPLETE, VideoCounts
@@ -162,6 +163,7 @@ class _LabelRun:
     def __init__(self, workspace: Path, config: PseudolabelConfig, videos: list[VideoInfo],
                  val_videos: list[VideoInfo], trainer: ClassifierTrainer, root: Any, device: torch.device,
                  summary: PseudolabelSummary, progress: Progress, report: Callable[[str], None]) -> None:  # fmt: skip
+        self.workspace = workspace
         self.features_path = fstore.SCHEMA.path(workspace)
         self.config = config
         self.videos = videos
@@ -179,17 +181,46 @@ class _LabelRun:
         with self._timed("event audio"):
             scorer = self._event_scorer()
             event_of = self._event_probabilities(scorer)
+        if config.frozen:
+            with self._timed("cached backbone maps"):
+                trainer.cache = self._coarse_cache(scorer)
         with self._timed("coarse classifiers"):
             models = SCAMModels(coarse=train_coarse(trainer, event_of, with_sa=scorer is not None))
         coarse = trainer.shas()
         with self._timed("coarse maps"):
             self._for_each_video("coarse maps", lambda info, reader: self._coarse(info, reader, models, event_of, coarse))
         if config.fine_stage:
+            boxes = self._boxes()
+            if trainer.cache is not None:
+                with self._timed("cached backbone maps"):
+                    trainer.cache.ensure_fine(self._usable(), boxes, self._coarse_key)
             with self._timed("fine classifiers"):
-                models.fine = train_fine(trainer, event_of, self._boxes(), list(models.coarse))
+                models.fine = train_fine(trainer, event_of, boxes, list(models.coarse))
         every = trainer.shas()
         with self._timed("fine maps and smoothing"):
             self._for_each_video("pseudo-GT", lambda info, reader: self._final(info, reader, models, every))
+
+    def _coarse_cache(self, scorer: Any) -> ScamCache:
+        """The frozen backbone's maps of every frame, and the frozen audio encoder's embeddings."""
+        encoder = getattr(scorer, "encoder", None)
+        if EVENT_MODEL in self.trainer.results:
+            encoder_key = self.trainer.results[EVENT_MODEL].sha256
+        else:
+            encoder_key = str(self.trainer.key.weight_files.get("vggsound", "none"))
+        cache = ScamCache(self.workspace, self.config, self.device, self.progress,
+                          encoder.embedding_dim if encoder is not None else 1)  # fmt: skip
+        videos = self._usable()
+        cache.ensure_coarse(videos)
+        cache.ensure_audio(videos, encoder, encoder_key)
+        return cache
+
+    def _usable(self) -> list[VideoInfo]:
+        return [info for info in self.videos if info.video_id not in self.failed]
+
+    def _coarse_key(self, info: VideoInfo) -> str:
+        """What a video's selection boxes are made from (the fine maps are cached per boxes)."""
+        attrs = pstore.SCHEMA.read_video(self.root, info.video_id)
+        return str(attrs.coarse_fingerprint if attrs is not None else None)
 
     @contextlib.contextmanager
     def _timed(self, what: str) -> Iterator[None]:
@@ -253,7 +284,7 @@ class _LabelRun:
         )  # fmt: skip
         shapes = pstore.array_shapes(info.n_frames, self.config.map_size)
         group = pstore.SCHEMA.create_video(self.root, info.video_id, video, shapes)
-        coarse_pass(info, reader, group, models, event_of[info.video_id], self.config, self.device)
+        coarse_pass(info, reader, group, models, event_of[info.video_id], self.config, self.device, self.trainer.cache)
         # The coarse arrays (coarse_cam, probabilities, boxes, event_prob) are written and may be reused.
         pstore.SCHEMA.update_video(group, coarse_fingerprint=fingerprint)
 
@@ -280,7 +311,7 @@ class _LabelRun:
             self._count(pstore.read_block(group, ("has_pseudo_gt",))["has_pseudo_gt"])
             return
         pstore.SCHEMA.mark_in_progress(group)
-        fine_pass(info, reader, group, models, self.config, self.device)
+        fine_pass(info, reader, group, models, self.config, self.device, self.trainer.cache)
         smoothing_pass(info, reader, group, self.config, self.device)
         pstore.SCHEMA.mark_complete(group, fingerprint, self.config.ALGORITHM_VERSION,
                                     final_settings=output_settings(self.config, "final"))  # fmt: skip

@@ -28,6 +28,7 @@ from pipeline.stage import (
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.cache import SCAM_CACHE
 
 if TYPE_CHECKING:
     from pipeline.pseudolabel.run import PseudolabelSummary
@@ -222,7 +223,7 @@ class PseudolabelStage(Stage):
     video_set = TRAINING_VIDEOS
 
     def outputs(self, workspace: Path) -> tuple[Path, ...]:
-        return pstore.SCHEMA.path(workspace), checkpoint_folder(workspace)
+        return pstore.SCHEMA.path(workspace), checkpoint_folder(workspace), SCAM_CACHE.path(workspace)
 
     def state(self, workspace: Path, config: WorkspaceConfig) -> StageState:
         settings = config.pseudolabel

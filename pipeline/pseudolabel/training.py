@@ -21,6 +21,9 @@ from models.classifiers import Branch, ClassifierConfig, SCAMClassifier, Stage
 from pipeline.common.progress import Progress
 from pipeline.pseudolabel.batches import classifier_logits
 from pipeline.pseudolabel.classifier_loop import TrainResult, train_classifier
+from pipeline.pseudolabel.frozen import COARSE as CACHED_COARSE
+from pipeline.pseudolabel.frozen import FINE as CACHED_FINE
+from pipeline.pseudolabel.frozen import ScamCache
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.pseudolabel.stage import COARSE, EVENT_MODEL, FINE, TrainingKey, checkpoint_folder, classifier_fingerprint
 from stores import features as fstore
@@ -49,6 +52,7 @@ class ClassifierTrainer:
         self.report = report
         self.progress = progress
         self.results: dict[str, TrainResult] = {}
+        self.cache: ScamCache | None = None  # the frozen backbone's maps (backbone_mode frozen)
 
     @property
     def classes(self) -> list[str]:
@@ -75,23 +79,29 @@ def frame_items(videos: list[VideoInfo], keep: Keep | None = None) -> list[Frame
     return [FrameItem(v.video_id, t, v.class_index) for v in videos for t in range(v.n_frames) if keep is None or keep(v, t)]
 
 
-def build_classifier(config: PseudolabelConfig, branch: Branch, stage: Stage, n_classes: int) -> SCAMClassifier:
+def build_classifier(config: PseudolabelConfig, branch: Branch, stage: Stage, n_classes: int,
+                     cache: ScamCache | None = None) -> SCAMClassifier:  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # fresh weights depend on the seed only, not on what ran before
-        return _build_classifier(config, branch, stage, n_classes)
+        return _build_classifier(config, branch, stage, n_classes, cache)
 
 
-def _build_classifier(config: PseudolabelConfig, branch: Branch, stage: Stage, n_classes: int) -> SCAMClassifier:
-    backbone = build_backbone(config.backbone, config.weights, random_init=config.random_init)
+def _build_classifier(config: PseudolabelConfig, branch: Branch, stage: Stage, n_classes: int,
+                      cache: ScamCache | None) -> SCAMClassifier:  # fmt: skip
     widths: dict[str, int | None] = {}
     if config.feature_channels is not None:
         widths = dict.fromkeys(("feature_channels", "audio_channels", "attention_channels"), config.feature_channels)
         if branch == Branch.S and stage == Stage.FINE:
             widths["feature_channels"] = None  # S_fine pools the backbone map itself (SPEC §3.2)
+    # Frozen: the heads alone, on the cached maps, SA on the cached audio embeddings.
+    embedding = cache.layout.embedding if cache is not None and branch == Branch.SA else None
     classifier_config = ClassifierConfig(
         branch=branch, stage=stage, n_classes=n_classes,
-        audio_encoder=AudioEncoderConfig(width=config.audio_width), **widths,
+        audio_encoder=AudioEncoderConfig(width=config.audio_width), audio_embedding_dim=embedding, **widths,
     )  # fmt: skip
+    if cache is not None:
+        return SCAMClassifier(classifier_config, None, backbone_channels=cache.layout.coarse[0])
+    backbone = build_backbone(config.backbone, config.weights, random_init=config.random_init)
     return SCAMClassifier(classifier_config, backbone)
 
 
@@ -131,10 +141,10 @@ def train_coarse(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], wi
         if not train_items:
             trainer.report(f"{branch}_coarse: no training frame has event-related audio; the SA branch is skipped")
             continue
-        model = build_classifier(config, branch, Stage.COARSE, len(trainer.classes))
+        model = build_classifier(config, branch, Stage.COARSE, len(trainer.classes), trainer.cache)
         trainer.train(
-            f"{branch}{COARSE}", model, *_datasets(trainer, branch, train_items, val_items),
-            _forward(config.coarse_size, event_of, train_items, val_items, branch),
+            f"{branch}{COARSE}", model, *_datasets(trainer, branch, Stage.COARSE, train_items, val_items),
+            _forward(trainer, config.coarse_size, event_of, train_items, val_items, branch),
         )  # fmt: skip
         models[branch] = model
     return models
@@ -156,23 +166,26 @@ def train_fine(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], boxe
         if not train_items:
             trainer.report(f"{branch}_fine: the coarse stage selected no region in any training frame; skipped")
             continue
-        model = build_classifier(config, branch, Stage.FINE, len(trainer.classes))
+        model = build_classifier(config, branch, Stage.FINE, len(trainer.classes), trainer.cache)
         trainer.train(
-            f"{branch}{FINE}", model, *_datasets(trainer, branch, train_items, val_items),
-            _forward(config.fine_size, event_of, train_items, val_items, branch, boxes),
+            f"{branch}{FINE}", model, *_datasets(trainer, branch, Stage.FINE, train_items, val_items),
+            _forward(trainer, config.fine_size, event_of, train_items, val_items, branch, boxes),
         )  # fmt: skip
         models[branch] = model
     return models
 
 
-def _datasets(trainer: ClassifierTrainer, branch: Branch, train_items: list[FrameItem],
+def _datasets(trainer: ClassifierTrainer, branch: Branch, stage: Stage, train_items: list[FrameItem],
               val_items: list[FrameItem]) -> tuple[FrameSamples, FrameSamples]:  # fmt: skip
+    if trainer.cache is not None:
+        array = CACHED_COARSE if stage == Stage.COARSE else CACHED_FINE
+        return trainer.cache.datasets(array, branch == Branch.ST, branch == Branch.SA, train_items, val_items)
     kwargs = {"neighbours": branch == Branch.ST, "audio": branch == Branch.SA}
     return FrameSamples(trainer.features_path, train_items, **kwargs), FrameSamples(trainer.features_path, val_items, **kwargs)
 
 
-def _forward(size: int, event_of: dict[str, np.ndarray], train_items: list[FrameItem], val_items: list[FrameItem],
-             branch: Branch, boxes: Boxes | None = None) -> Callable:  # fmt: skip
+def _forward(trainer: ClassifierTrainer, size: int, event_of: dict[str, np.ndarray], train_items: list[FrameItem],
+             val_items: list[FrameItem], branch: Branch, boxes: Boxes | None = None) -> Callable:  # fmt: skip
     """The batch → (logits, labels) function of one classifier; per-item event probabilities and boxes
     are looked up by the batch's item indices."""
 
@@ -184,12 +197,17 @@ def _forward(size: int, event_of: dict[str, np.ndarray], train_items: list[Frame
         return events, item_boxes
 
     lookups = {True: per_item(train_items), False: per_item(val_items)}
+    frozen = trainer.cache is not None
 
     def forward(model: nn.Module, batch: dict[str, Tensor], train: bool) -> tuple[Tensor, Tensor]:
         events, item_boxes = lookups[train]
         index = batch["index"].cpu()
         device = batch["frames"].device
         event_prob = events[index].to(device) if branch == Branch.SA else None
+        if frozen:  # cached maps (of the crops, for the fine stage); not augmented
+            embedding = batch["audio"] if branch == Branch.SA else None
+            logits = model.forward_maps(batch["frames"].float(), event_prob=event_prob, audio_embedding=embedding).logits
+            return logits, batch["label"]
         crop = item_boxes[index].to(device) if item_boxes is not None else None
         return classifier_logits(model, batch, size, crop, event_prob, train), batch["label"]
 

@@ -14,8 +14,9 @@ from stores.schema import SCHEMA_VERSION, schemas
 
 
 def test_each_kind_declares_its_arrays_and_attributes_once():
-    assert [s.kind for s in schemas()] == ["features", "pseudo", "predictions"]
-    assert [s.file_name for s in schemas()] == ["features.zarr", "pseudo.zarr", "predictions.zarr"]
+    assert [s.kind for s in schemas()] == ["features", "pseudo", "predictions", "scam-cache", "sta-cache"]
+    assert [s.file_name for s in schemas()] == ["features.zarr", "pseudo.zarr", "predictions.zarr", "scam-cache.zarr",
+                                                "sta-cache.zarr"]  # fmt: skip
     for schema in schemas():
         names = [spec.name for spec in schema.arrays]
         assert len(names) == len(set(names)) and all(spec.doc for spec in schema.arrays), schema.kind

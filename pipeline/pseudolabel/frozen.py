@@ -1,0 +1,214 @@
+"""The frozen-backbone path of the pseudolabel stage (`backbone_mode = "frozen"`).
+
+The pretrained backbone runs once per stored frame at the coarse size and once per selection box at the
+fine size (after the coarse pass made the boxes), and the frozen audio encoder of the event classifier
+once per frame's window; their outputs are kept in WS/scam-cache.zarr (`stores.cache`) and only the
+classifiers' heads are trained on them, every epoch reading the cache instead of running the backbone.
+ST's three frames and SA's visual half read the same per-frame maps; CAMs come from the same heads and
+maps. A cached part is reused while the backbone, its weights, the size, the video's features (and the
+boxes, for the fine maps; the audio encoder, for the embeddings) are those it was computed from.
+
+Two approximations against fine-tuning, both deliberate: the maps are not augmented (no random flip),
+and ST_fine sees each neighbour frame's own crop rather than frame t's box applied to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.backbones import VisualBackbone, build_backbone
+from models.device import autocast
+from models.selection import crop_and_resize, scale_boxes
+from pipeline.common.files import sha256_file
+from pipeline.common.progress import Progress
+from pipeline.pseudolabel.batches import resize, to_chw_float
+from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
+from stores import cache as cstore
+from stores import features as fstore
+from stores import zarr_io
+from stores.chunks import read_rows, rows_of
+from stores.datasets import FrameItem, FrameSamples
+
+COARSE, FINE = cstore.COARSE.name, cstore.FINE.name
+
+
+def frozen_backbone(config: PseudolabelConfig, device: torch.device) -> VisualBackbone:
+    """The pretrained backbone in inference mode, its weights fixed."""
+    backbone = build_backbone(config.backbone, config.weights, random_init=config.random_init)
+    backbone.requires_grad_(False)
+    return backbone.to(device).eval()
+
+
+def backbone_identity(config: PseudolabelConfig) -> list[Any]:
+    """What a cached map depends on of the backbone: its name and its weights."""
+    weights = sha256_file(config.weights) if config.weights else None
+    return [config.backbone, weights, config.random_init]
+
+
+@dataclass
+class Layout:
+    """The shapes of one video's cached arrays."""
+
+    coarse: tuple[int, int, int]  # (channels, h, w)
+    fine: tuple[int, int, int]
+    embedding: int
+
+    def shapes(self, n_frames: int) -> dict[str, tuple[int, ...]]:
+        return {COARSE: (n_frames, *self.coarse), FINE: (n_frames, *self.fine),
+                cstore.AUDIO_EMBEDDING.name: (n_frames, self.embedding)}  # fmt: skip
+
+
+class ScamCache:
+    """WS/scam-cache.zarr: built part by part, read by the classifiers' datasets and the passes."""
+
+    def __init__(self, workspace: Path, config: PseudolabelConfig, device: torch.device, progress: Progress,
+                 embedding_dim: int) -> None:  # fmt: skip
+        self.path = cstore.SCAM_CACHE.path(workspace)
+        self.features_path = fstore.SCHEMA.path(workspace)
+        self.config = config
+        self.device = device
+        self.progress = progress
+        self.backbone = frozen_backbone(config, device)
+        self.identity = backbone_identity(config)
+        self.layout = Layout(self._map_shape(config.coarse_size), self._map_shape(config.fine_size), embedding_dim)
+        self.root = cstore.SCAM_CACHE.open_for_writing(self.path)
+        cstore.SCAM_CACHE.update_store(self.root, backbone=config.backbone)
+
+    @torch.no_grad()
+    def _map_shape(self, size: int) -> tuple[int, int, int]:
+        probe = torch.zeros(1, 3, size, size, device=self.device)
+        return tuple(self.backbone(self.backbone.normalize(probe)).shape[1:])  # type: ignore[return-value]
+
+    # --- building -----------------------------------------------------------------------------------
+
+    def _group(self, info: VideoInfo) -> Any:
+        """The video's group, (re)made when the backbone or the shapes changed (its parts then go)."""
+        layout_key = zarr_io.fingerprint([self.identity, self.layout.coarse, self.layout.fine,
+                                          self.layout.embedding, info.n_frames])  # fmt: skip
+        attrs = cstore.SCAM_CACHE.read_video(self.root, info.video_id)
+        if attrs is None or attrs.fingerprint != layout_key:
+            video = cstore.CacheVideo(n_frames=info.n_frames, fingerprint=layout_key)
+            cstore.SCAM_CACHE.create_video(self.root, info.video_id, video, self.layout.shapes(info.n_frames))
+        group = zarr_io.video_group(self.root, info.video_id)
+        assert group is not None
+        return group
+
+    def _ensure(self, what: str, videos: list[VideoInfo], fingerprint: Callable[[VideoInfo], str],
+                compute: Callable[[VideoInfo, slice], np.ndarray], unit: str) -> None:  # fmt: skip
+        """Compute part `what` of every video whose recorded fingerprint is not `fingerprint(video)`."""
+        todo = [(info, fingerprint(info)) for info in videos]
+        todo = [(info, key) for info, key in todo if self._parts(info).get(what) != key]
+        if not todo:
+            return
+        bar = self.progress.bar(sum(info.n_frames for info, _ in todo), f"cache {what}", unit)
+        for info, key in todo:
+            group = self._group(info)
+            parts = {k: v for k, v in self._parts(info).items() if k != what}
+            cstore.SCAM_CACHE.update_video(group, parts=parts, status=zarr_io.STATUS_IN_PROGRESS)
+            writer = rows_of(group[what])
+            step = cstore.CHUNK_T * max(1, self.config.infer_batch // cstore.CHUNK_T)
+            for start in range(0, info.n_frames, step):
+                block = slice(start, min(start + step, info.n_frames))
+                writer.write(start, compute(info, block))
+                bar.update(block.stop - block.start)
+            parts[what] = key
+            done = all(name in parts for name in (COARSE, FINE, cstore.AUDIO_EMBEDDING.name))
+            cstore.SCAM_CACHE.update_video(group, parts=parts, status=zarr_io.STATUS_COMPLETE if done
+                                           else zarr_io.STATUS_IN_PROGRESS)  # fmt: skip
+        bar.close()
+
+    def _parts(self, info: VideoInfo) -> dict[str, str]:
+        attrs = cstore.SCAM_CACHE.read_video(self.root, info.video_id)
+        layout_key = zarr_io.fingerprint([self.identity, self.layout.coarse, self.layout.fine,
+                                          self.layout.embedding, info.n_frames])  # fmt: skip
+        return dict(attrs.parts) if attrs is not None and attrs.fingerprint == layout_key else {}
+
+    def ensure_coarse(self, videos: list[VideoInfo]) -> None:
+        def compute(info: VideoInfo, block: slice) -> np.ndarray:
+            frames = fstore.VideoReader(self.features_path, info.video_id).read("frames", block.start, block.stop)
+            images = resize(to_chw_float(torch.from_numpy(frames).to(self.device)), self.config.coarse_size)
+            return self._maps(images)
+
+        fingerprint = lambda info: zarr_io.fingerprint(["coarse", self.config.coarse_size, info.fingerprint])  # noqa: E731
+        self._ensure(COARSE, videos, fingerprint, compute, "frame")
+
+    def ensure_fine(self, videos: list[VideoInfo], boxes: dict[str, tuple[np.ndarray, np.ndarray]],
+                    boxes_key: Callable[[VideoInfo], str]) -> None:  # fmt: skip
+        """`boxes[video]`: (T, 4) selection boxes in stored-frame pixels and (T,) whether each is valid."""
+
+        def compute(info: VideoInfo, block: slice) -> np.ndarray:
+            frames = fstore.VideoReader(self.features_path, info.video_id).read("frames", block.start, block.stop)
+            images = to_chw_float(torch.from_numpy(frames).to(self.device))
+            frame_boxes, valid = boxes[info.video_id]
+            box = torch.from_numpy(frame_boxes[block]).long().to(self.device)
+            whole = torch.tensor([0, images.shape[-2] - 1, 0, images.shape[-1] - 1], device=self.device)
+            box = torch.where(torch.from_numpy(valid[block]).to(self.device)[:, None], box, whole)
+            size = self.config.fine_size
+            return self._maps(crop_and_resize(images, box, (size, size)))
+
+        fingerprint = lambda info: zarr_io.fingerprint(["fine", self.config.fine_size, info.fingerprint,  # noqa: E731
+                                                        boxes_key(info)])  # fmt: skip
+        self._ensure(FINE, videos, fingerprint, compute, "crop")
+
+    def ensure_audio(self, videos: list[VideoInfo], encoder: nn.Module | None, encoder_key: str) -> None:
+        """Embeddings of every frame's window by the frozen `encoder` (zeros without audio or encoder)."""
+        if encoder is not None:
+            encoder.eval()
+
+        @torch.no_grad()
+        def compute(info: VideoInfo, block: slice) -> np.ndarray:
+            n = block.stop - block.start
+            if encoder is None or not info.has_audio:
+                return np.zeros((n, self.layout.embedding), dtype=np.float32)
+            windows = fstore.VideoReader(self.features_path, info.video_id).read("audio", block.start, block.stop)
+            spectrogram = torch.from_numpy(windows.astype(np.float32)).to(self.device).unsqueeze(1)
+            with autocast(self.device):
+                return encoder(spectrogram).embedding.float().cpu().numpy()
+
+        fingerprint = lambda info: zarr_io.fingerprint(["audio", encoder_key, info.fingerprint])  # noqa: E731
+        self._ensure(cstore.AUDIO_EMBEDDING.name, videos, fingerprint, compute, "frame")
+
+    @torch.no_grad()
+    def _maps(self, images: Tensor) -> np.ndarray:
+        with autocast(self.device):
+            maps = self.backbone(self.backbone.normalize(images))
+        return maps.half().cpu().numpy()
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def datasets(self, stage_array: str, neighbours: bool, audio: bool, train_items: list[FrameItem],
+                 val_items: list[FrameItem]) -> tuple[FrameSamples, FrameSamples]:  # fmt: skip
+        kwargs = {"neighbours": neighbours, "audio": audio, "frames_array": stage_array,
+                  "audio_array": cstore.AUDIO_EMBEDDING.name}  # fmt: skip
+        return FrameSamples(self.path, train_items, **kwargs), FrameSamples(self.path, val_items, **kwargs)
+
+    def block(self, video_id: str, array: str, sl: slice, triplets: bool) -> Tensor:
+        """Maps of frames [sl) as a float tensor on the device: (n, C, h, w), or with `triplets` the
+        maps of t-1, t, t+1 (n, 3, C, h, w), clamped at the video's ends."""
+        group = zarr_io.video_group(self.root, video_id)
+        assert group is not None
+        if not triplets:
+            return torch.from_numpy(read_rows(group[array], sl.start, sl.stop)).to(self.device).float()
+        n_frames = group[array].shape[0]
+        lo = max(sl.start - 1, 0)
+        rows = read_rows(group[array], lo, sl.stop + 1)
+        t = np.arange(sl.start, sl.stop)
+        pick = [np.clip(t + step, 0, n_frames - 1) - lo for step in (-1, 0, 1)]
+        return torch.from_numpy(np.stack([rows[index] for index in pick], axis=1)).to(self.device).float()
+
+    def embeddings(self, video_id: str, sl: slice) -> Tensor:
+        group = zarr_io.video_group(self.root, video_id)
+        assert group is not None
+        return torch.from_numpy(read_rows(group[cstore.AUDIO_EMBEDDING.name], sl.start, sl.stop)).to(self.device)
+
+
+def frame_boxes(stored: dict[str, np.ndarray], map_size: int, frame_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A video's selection boxes (from the coarse pass, on the map grid) in stored-frame pixels."""
+    boxes = scale_boxes(torch.from_numpy(stored["box"]).long(), (map_size, map_size), frame_hw)
+    return boxes.numpy(), stored["has_box"]
