@@ -90,7 +90,11 @@ def _run_stage(ctx: click.Context, stage: str, workspace: Path, quiet: bool, as_
     from pipeline.workspace.dag import run_stage
 
     overrides = _workspace_overrides(ctx, stage, preset, **inputs)
-    summary = run_stage(stage, workspace, overrides, progress=not quiet, forced=forced)
+    try:
+        summary = run_stage(stage, workspace, overrides, progress=not quiet, forced=forced)
+    except KeyboardInterrupt:  # e.g. in a stage's closing bookkeeping, after its own handler
+        click.echo(f"{stage}: interrupted [rerun to resume]", err=True)
+        sys.exit(130)
     if getattr(summary, "rank", 0) == 0:
         _emit_summary(summary.to_dict(), as_json, summary.line())
     _exit_code(summary)

@@ -6,7 +6,7 @@ run once to count its writes, then stopped at `--points` evenly spread writes of
 signal. A stop that did not stop (the command had already finished its work, e.g. SIGINT in its last
 write) is counted apart.
 
-    .venv/bin/python benchmarks/fault_sweep.py            # --points 3 for a quicker sweep
+    .venv/bin/python benchmarks/fault_sweep.py            # --points 3 for a quicker sweep, --stages predict
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def count_writes(name: str, live: Path, before: Path) -> Counter:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=6, help="Writes to stop at, per stage, kind and signal.")
+    parser.add_argument("--stages", nargs="+", choices=NAMES, default=list(NAMES), help="Stages to sweep.")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="avfix-faults-"))
     live = base / "root"
@@ -98,6 +99,8 @@ def main() -> None:
         shutil.copytree(live, snapshots[name])
     rows = []
     for index, name in enumerate(NAMES):
+        if name not in args.stages:
+            continue
         before = snapshots[NAMES[index - 1]] if index else snapshots[""]
         writes = count_writes(name, live, before)
         for point in POINTS:

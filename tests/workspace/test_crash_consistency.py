@@ -71,6 +71,7 @@ CASES = [
     ("train", "INT:file:1"),
     ("predict", "KILL:chunk:4"),
     ("predict", "INT:attrs:5"),
+    ("predict", "INT:attrs:10"),  # the store's failure list, written after the last video
     ("evaluate", "KILL:file:1"),  # report.json written, report.md not yet
     ("evaluate", "INT:file:2"),
 ]
