@@ -142,8 +142,9 @@ def _preset_names() -> tuple[str, ...]:
 
 def _preset_option(what: str) -> Callable:
     return click.option("--preset", type=_Registered(_preset_names), default=None,
-                        help=f"Reset this stage's settings to a preset's: paper ({what}) or cpu (small sizes, tiny "
-                             "networks).  [default: the workspace's; a new workspace: paper]")  # fmt: skip
+                        help=f"Reset this stage's settings to a preset's: paper ({what}), fast (the same "
+                             "pretrained backbone frozen, its maps cached) or cpu (small sizes, tiny networks).  "
+                             "[default: the workspace's; a new workspace: paper with a CUDA GPU, else fast]")  # fmt: skip
 
 
 def _common(function: Callable) -> Callable:
@@ -312,6 +313,8 @@ _BATCHNORM = {"auto": None, "frozen": True, "train": False}
 @setting("--weights", key="train.weights", type=click.Path(path_type=Path), also={"train.random_init": False},
          help="Local backbone weights file.")
 @setting("--random-init", key="train.random_init", is_flag=True, help="Train the backbone from scratch.")
+@setting("--frozen-backbone/--finetune-backbone", key="train.frozen_backbone", default=None,
+         help="Keep the pretrained backbone fixed (its levels computed once per frame and cached) or train it.")
 @setting("--audio-weights", key="train.audio_weights", type=click.Path(path_type=Path), help="VGGSound checkpoint.")
 @setting("--input-size", key="train.input_size", type=int, help="Network input side (SPEC: 356).")
 @setting("--epochs", key="train.epochs", type=int, help="Epochs (rerun with more to extend a finished run).")
@@ -437,7 +440,7 @@ def _workspace_config_options(function: Callable) -> Callable:
     options = (
         click.option("--preset", type=_Registered(_preset_names), default=None,
                      help="Reset the extract, pseudolabel and train settings to this preset's.  "
-                          "[default: the workspace's; a new workspace: paper]"),
+                          "[default: the workspace's; a new workspace: paper with a CUDA GPU, else fast]"),
         click.option("--device", default=None, help="auto, cpu, cuda or cuda:N for every stage."),
         click.option("-j", "--workers", type=int, default=None, help="Local dask workers for decoding."),
         click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",

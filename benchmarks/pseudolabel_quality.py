@@ -1,11 +1,14 @@
 """How good are the pseudo-fixation maps? Scored against the known position of the sounding object.
 
     .venv/bin/python benchmarks/pseudolabel_quality.py [--classes 4 --videos-per-class 8 --seconds 5]
-                                                        [--workdir /tmp/avfix-quality] [--preset cpu]
+                                                        [--workdir /tmp/avfix-quality]
+                                                        [--presets cpu fast paper] [--paper-epochs 1]
 
 Generates a tagged audio-visual set (`avfix synth`: each class an object with its own look and sound,
-moving over clutter among silent distractors of the other classes' looks), runs extract and
-pseudolabel on the CPU, then scores maps against the sounding object's centre per frame with NSS and
+moving over clutter among silent distractors of the other classes' looks), runs extract once and
+pseudolabel under each preset given (`cpu`: the tiny network from scratch; `fast`: the pretrained
+backbone frozen; `paper`: it fine-tuned, for `--paper-epochs` per classifier to fit a CPU) on the CPU,
+then scores maps against the sounding object's centre per frame with NSS and
 AUC-Judd (fixation = the centre's pixel) and CC (against a Gaussian of σ = half the object's radius),
 as SPEC §5.3 defines them (`models.metrics`). Rows:
 
@@ -25,6 +28,7 @@ the same --workdir reuses the generated set, the features and the trained classi
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +46,7 @@ from pipeline.pseudolabel.maps import flow_on_map_grid
 from pipeline.pseudolabel.run import PseudolabelConfig, run_pseudolabel
 from pipeline.synth.generate import SynthConfig, generate
 from pipeline.synth.truth import TRUTH_FILE, read_truth
-from pipeline.workspace.presets import preset_config
+from pipeline.workspace.presets import PRESET_NAMES, preset_config
 
 CHANCE = {"NSS": 0.0, "CC": 0.0, "AUC-J": 0.5}
 ROWS = (
@@ -105,36 +109,19 @@ def score_video(maps: dict[str, torch.Tensor], truth, frames: np.ndarray, source
     return scores
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--classes", type=int, default=4)
-    parser.add_argument("--videos-per-class", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--fps", type=float, default=10.0)
-    parser.add_argument("--size", type=int, default=128, help="Side of the generated and stored frames.")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--preset", choices=["cpu"], default="cpu")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/avfix-quality"))
-    args = parser.parse_args()
+def preset_pseudolabel(preset: str, epochs: int | None, steps: int | None) -> PseudolabelConfig:
+    """The preset's pseudolabel settings, its classifier training shortened when asked (to fit a CPU)."""
+    config = preset_config(preset, "pseudolabel")
+    train = config.train
+    if epochs is not None:
+        train = replace(train, epochs=epochs)
+    if steps is not None:
+        train = replace(train, max_steps=steps)
+    return replace(config, train=train)
 
-    timings = {}
-    began = time.perf_counter()
-    videos, workspace = args.workdir / "videos", args.workdir / "ws"
-    synth = SynthConfig(classes=args.classes, videos_per_class=args.videos_per_class, seconds=args.seconds,
-                        fps=args.fps, width=args.size, height=args.size, seed=args.seed)  # fmt: skip
-    generate(videos, synth)
-    timings["synth"] = time.perf_counter() - began
-    began = time.perf_counter()
-    extracted = run_extract(videos, workspace, ExtractConfig(size=args.size), SchedulerConfig(workers=2))
-    timings["extract"] = time.perf_counter() - began
-    if not extracted.ok:
-        raise SystemExit(f"extract failed: {extracted.failures}")
-    began = time.perf_counter()
-    config = preset_config("cpu", "pseudolabel")
-    summary = run_pseudolabel(workspace, config, report=lambda line: print(line, flush=True))
-    timings["pseudolabel"] = time.perf_counter() - began
-    print(summary.line(), flush=True)
 
+def score_workspace(workspace: Path, videos: Path, config: PseudolabelConfig) -> tuple[dict, int, int]:
+    """Every row's scores (per metric, one array per video) on the frames that got a pseudo-GT."""
     truth = read_truth(videos / TRUTH_FILE)
     root = zarr.open_group(str(workspace / "pseudo.zarr"), mode="r")
     features = zarr.open_group(str(workspace / "features.zarr"), mode="r")
@@ -156,19 +143,68 @@ def main() -> None:
         for row, scores in score_video(maps, truth[video_id], frames, source_wh, config.map_size, generator).items():
             for metric, values in scores.items():
                 collected[row][metric].append(values)
+    return collected, n_scored, n_frames
 
-    print(f"\n{n_scored} of {n_frames} frames have a pseudo-GT ({100 * n_scored / max(n_frames, 1):.1f} %); "
-          f"all rows are scored on those frames (mean ± std over frames)\n")  # fmt: skip
-    print(f"| {'maps':32s} | {'NSS':>13s} | {'CC':>13s} | {'AUC-Judd':>13s} |")
-    print(f"|{'-' * 34}|{'-' * 15}|{'-' * 15}|{'-' * 15}|")
-    for row in ROWS:
-        cells = []
-        for metric in ("NSS", "CC", "AUC-J"):
-            values = np.concatenate(collected[row][metric])
-            # A map without contrast (e.g. thresholded to all zeros) is undefined: it scores as chance.
-            values = np.where(np.isfinite(values), values, CHANCE[metric])
-            cells.append(f"{values.mean():6.3f} ± {values.std():5.3f}")
-        print(f"| {row:32s} | " + " | ".join(cells) + " |")
+
+def print_table(results: dict[str, tuple[dict, int, int]]) -> None:
+    print(f"| {'preset':6s} | {'maps':32s} | {'NSS':>13s} | {'CC':>13s} | {'AUC-Judd':>13s} | frames |")
+    print(f"|{'-' * 8}|{'-' * 34}|{'-' * 15}|{'-' * 15}|{'-' * 15}|{'-' * 8}|")
+    for preset, (collected, n_scored, n_frames) in results.items():
+        for row in ROWS:
+            cells = []
+            for metric in ("NSS", "CC", "AUC-J"):
+                values = np.concatenate(collected[row][metric]) if collected[row][metric] else np.zeros(0)
+                # A map without contrast (e.g. thresholded to all zeros) is undefined: it scores as chance.
+                values = np.where(np.isfinite(values), values, CHANCE[metric])
+                cells.append(f"{values.mean():6.3f} ± {values.std():5.3f}" if values.size else f"{'-':>13s}")
+            print(f"| {preset:6s} | {row:32s} | " + " | ".join(cells) + f" | {n_scored}/{n_frames} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--videos-per-class", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument("--size", type=int, default=128, help="Side of the generated and stored frames.")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--presets", nargs="+", choices=PRESET_NAMES, default=["cpu", "fast"],
+                        help="Each preset's pseudolabel settings, on the same extracted set.")  # fmt: skip
+    parser.add_argument("--paper-epochs", type=int, default=1, help="Epochs per classifier of the paper preset.")
+    parser.add_argument("--paper-steps", type=int, default=None, help="Steps per classifier of the paper preset.")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/avfix-quality"))
+    args = parser.parse_args()
+
+    timings = {}
+    began = time.perf_counter()
+    videos, extracted_ws = args.workdir / "videos", args.workdir / "ws"
+    synth = SynthConfig(classes=args.classes, videos_per_class=args.videos_per_class, seconds=args.seconds,
+                        fps=args.fps, width=args.size, height=args.size, seed=args.seed)  # fmt: skip
+    generate(videos, synth)
+    timings["synth"] = time.perf_counter() - began
+    began = time.perf_counter()
+    extracted = run_extract(videos, extracted_ws, ExtractConfig(size=args.size), SchedulerConfig(workers=2))
+    timings["extract"] = time.perf_counter() - began
+    if not extracted.ok:
+        raise SystemExit(f"extract failed: {extracted.failures}")
+    results = {}
+    for preset in args.presets:
+        # The cpu preset keeps the original workspace (reruns of older versions of this script reuse it).
+        workspace = extracted_ws if preset == "cpu" else args.workdir / f"ws-{preset}"
+        if workspace != extracted_ws and not (workspace / "features.zarr").exists():
+            workspace.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(extracted_ws / "features.zarr", workspace / "features.zarr")
+        shorter = preset == "paper"
+        config = preset_pseudolabel(preset, args.paper_epochs if shorter else None, args.paper_steps if shorter else None)
+        began = time.perf_counter()
+        summary = run_pseudolabel(workspace, config, report=lambda line: print(line, flush=True))
+        timings[f"pseudolabel {preset}"] = time.perf_counter() - began
+        print(summary.line(), flush=True)
+        results[preset] = score_workspace(workspace, videos, config)
+
+    print("\nEach preset is scored on the frames that got a pseudo-GT under it (mean ± std over frames; the "
+          "centre bias on the same frames)\n")  # fmt: skip
+    print_table(results)
     print("\nminutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in timings.items()))
 
 

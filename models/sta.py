@@ -71,6 +71,13 @@ class STAOutput(NamedTuple):
     gate: Tensor             # (B,) the switch value the audio branch was gated with
 
 
+class BackboneLevels(NamedTuple):
+    """The backbone's levels of a batch (`STANet.backbone_levels`) and the input size they stand for."""
+
+    levels: dict[str, Tensor]
+    out_size: tuple[int, int]
+
+
 class FlowEncoder(nn.Module):
     """Motion of frame t (B, 2, H, W) in input pixels → (B, C, h, w) on the L4 grid."""
 
@@ -125,9 +132,12 @@ class STANet(nn.Module):
         self.refine8 = nn.Conv2d(2 * width, width, 3, padding=1)
         self.predict = nn.Conv2d(width, 1, 1)
 
-    def forward(self, frames: Tensor, spectrogram: Tensor, has_audio: Tensor,
+    def forward(self, frames: Tensor | BackboneLevels, spectrogram: Tensor, has_audio: Tensor,
                 event_prob: Tensor | None = None, flow: Tensor | None = None) -> STAOutput:  # fmt: skip
-        batch = self._check_inputs(frames, has_audio, event_prob, flow)
+        """`frames` may also be their backbone levels (a frozen backbone's, computed once per frame)."""
+        if isinstance(frames, BackboneLevels):
+            return self.forward_levels(frames.levels, spectrogram, has_audio, event_prob, flow, frames.out_size)
+        self._check_inputs(frames, has_audio, event_prob, flow)
         levels = self.backbone_levels(frames)
         return self.forward_levels(levels, spectrogram, has_audio, event_prob, flow, tuple(frames.shape[-2:]))
 

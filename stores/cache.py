@@ -24,7 +24,7 @@ COARSE = ArraySpec("coarse", ("t", "channel", "y", "x"), "float16", CHUNK_T, zst
                    doc="backbone stride-32 map of the frame at the coarse size")
 FINE = ArraySpec("fine", ("t", "channel", "fine_y", "fine_x"), "float16", CHUNK_T, zstd_level=1,
                  doc="backbone stride-32 map of the frame's selection box at the fine size")
-AUDIO_EMBEDDING = ArraySpec("audio_embedding", ("t", "embedding"), "float32", 1024, zstd_level=1,
+AUDIO_EMBEDDING = ArraySpec("audio_embedding", ("t", "embedding"), "float32", 4 * CHUNK_T, zstd_level=1,
                             doc="the frozen audio encoder's embedding of the frame's window")
 STRIDE32 = ArraySpec("stride32", ("t", "channel32", "y32", "x32"), "float16", CHUNK_T, zstd_level=1,
                      doc="backbone stride-32 level of the frame at the network's input size")

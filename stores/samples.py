@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.cache import STRIDE8, STRIDE16, STRIDE32
 from stores.chunks import read_rows
 from stores.datasets import ChunkCache
 
@@ -132,11 +133,14 @@ class STASamples(Dataset):
     A batch (`__getitems__`) is a dict: `frames` uint8 (B, 3, H, W, 3), `audio` float32 (B, F, T),
     `event_prob` float32 (B,), `has_audio` bool (B,), `pseudo_gt` float16 (B, m, m), `flow` float16
     (B, 2, fh, fw) when `flow` is set, and `index` int64 (B,) (positions in the index). One item
-    (`dataset[i]`) is the same without the batch dimension.
+    (`dataset[i]`) is the same without the batch dimension. With `levels_path` (a frozen backbone's
+    cache) `stride32` float16 (B, 3, C, h, w) of the three frames and `stride16`, `stride8` (B, C, h, w)
+    of frame t replace `frames`.
     """
 
     def __init__(self, features_path: str | Path, pseudo_path: str | Path, videos: list[VideoSamples],
-                 events: dict[str, np.ndarray], *, flow: bool = False, cache_chunks: int = 64) -> None:  # fmt: skip
+                 events: dict[str, np.ndarray], *, flow: bool = False, cache_chunks: int = 64,
+                 levels_path: str | Path | None = None) -> None:  # fmt: skip
         self.videos = list(videos)
         # Two flat arrays rather than a list of objects: an AVE-sized index (~10^6 frames) stays a few MB
         # and DataLoader workers share it without copying.
@@ -148,6 +152,8 @@ class STASamples(Dataset):
         self.frame_hw = _common_frame_size(videos)
         self.features = ChunkCache(features_path, max_chunks=cache_chunks)
         self.pseudo = ChunkCache(pseudo_path, max_chunks=cache_chunks)
+        # A frozen backbone's cached levels (stores.cache.STA_CACHE) stand in for the frames.
+        self.levels = ChunkCache(levels_path, max_chunks=cache_chunks) if levels_path is not None else None
 
     def __len__(self) -> int:
         return int(self.item_t.size)
@@ -164,8 +170,8 @@ class STASamples(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         first = self.videos[self.item_video[indices[0]]].video_id
-        shapes = {
-            "frames": ((3, *self.frame_hw, 3), torch.uint8),
+        shapes = self._visual_shapes(first)
+        shapes |= {
             "audio": (self.features.array(first, fstore.AUDIO.name).shape[1:], torch.float32),
             "pseudo_gt": (self.pseudo.array(first, pstore.PSEUDO_GT.name).shape[1:], torch.float16),
         }
@@ -182,8 +188,14 @@ class STASamples(Dataset):
             video = self.videos[self.item_video[index]]
             t, last = int(self.item_t[index]), video.n_frames - 1
             for k, s in enumerate((t - 1, t, t + 1)):  # clamped at the video's ends
-                frame = self.features.read(video.video_id, fstore.FRAMES.name, min(max(s, 0), last))
-                put(batch["frames"][row, k], frame)
+                s = min(max(s, 0), last)
+                if self.levels is None:
+                    put(batch["frames"][row, k], self.features.read(video.video_id, fstore.FRAMES.name, s))
+                else:
+                    put(batch[STRIDE32.name][row, k], self.levels.read(video.video_id, STRIDE32.name, s))
+            if self.levels is not None:
+                for name in (STRIDE16.name, STRIDE8.name):
+                    put(batch[name][row], self.levels.read(video.video_id, name, t))
             put(batch["audio"][row], self.features.read(video.video_id, fstore.AUDIO.name, t))
             put(batch["pseudo_gt"][row], self.pseudo.read(video.video_id, pstore.PSEUDO_GT.name, t))
             if self.flow:
@@ -193,6 +205,13 @@ class STASamples(Dataset):
         batch["has_audio"] = torch.from_numpy(has_audio)
         batch["index"] = torch.tensor(indices, dtype=torch.int64)
         return batch
+
+    def _visual_shapes(self, video_id: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        if self.levels is None:
+            return {"frames": ((3, *self.frame_hw, 3), torch.uint8)}
+        rows = {spec.name: self.levels.array(video_id, spec.name).shape[1:] for spec in (STRIDE32, STRIDE16, STRIDE8)}
+        rows[STRIDE32.name] = (3, *rows[STRIDE32.name])  # frames t-1, t, t+1
+        return {name: (shape, torch.float16) for name, shape in rows.items()}
 
     def loader(self, batch_sampler: Iterable[list[int]], num_workers: int = 0, *, processes: bool = False,
                pin_memory: bool = False, persistent_workers: bool = False) -> Iterable[dict[str, torch.Tensor]]:
@@ -209,6 +228,7 @@ class STASamples(Dataset):
         twin = copy.copy(self)
         twin.features = copy.copy(self.features)  # ChunkCache copies start empty (see its __getstate__)
         twin.pseudo = copy.copy(self.pseudo)
+        twin.levels = copy.copy(self.levels)
         return twin
 
     def chunk_blocks(self, chunk_len: int = fstore.CHUNK_T) -> list[list[int]]:

@@ -137,6 +137,11 @@ class StoreSchema(Generic[S, V]):
             zarr_io.create_array(group, spec, shapes[spec.name])
         return group
 
+    def replace_array(self, group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:
+        """One array of a video made anew at another shape (e.g. a cache's maps at another size)."""
+        spec = next(spec for spec in self.arrays if spec.name == name)
+        return zarr_io.create_array(group, spec, shape)
+
     def update_video(self, group: zarr.Group, **changes: Any) -> None:
         self._check_keys(self.video_type, changes)
         group.attrs.update(changes)

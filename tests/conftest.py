@@ -264,6 +264,19 @@ def make_sets(root: Path) -> tuple[Path, Path]:
     return root / "train", root / "test"
 
 
+def extracted_set(root: Path, classes: int = 3, videos_per_class: int = 2) -> Path:
+    """A generated set (1.6 s at 10 fps, 64 px), extracted into root/ws; returns the workspace."""
+    from pipeline.common.scheduling import SchedulerConfig
+    from pipeline.extract.config import ExtractConfig
+    from pipeline.extract.run import run_extract
+    from pipeline.synth.generate import SynthConfig, generate
+
+    synth = SynthConfig(classes=classes, videos_per_class=videos_per_class, seconds=1.6, fps=10, width=64, height=64)
+    generate(root / "videos", synth)
+    run_extract(root / "videos", root / "ws", ExtractConfig(size=64), SchedulerConfig(workers=1))
+    return root / "ws"
+
+
 def first_run_overrides(train: Path, test: Path, *extra: str):
     from pipeline.workspace.config import Overrides
 

@@ -22,7 +22,8 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "inspect_stores.ip
 TINY_DEMO = DemoConfig(
     classes=2, videos_per_class=2, test_videos_per_class=1, seconds=1.2, size=64, pseudolabel_epochs=1,
     train_epochs=1, settings=("pseudolabel.coarse_size=64", "pseudolabel.fine_size=64", "pseudolabel.map_size=32",
-                              "pseudolabel.infer_batch=16", "train.batch_size=4", "train.val_batch_size=16"),
+                              "pseudolabel.infer_batch=16", "train.batch_size=4", "train.val_batch_size=16",
+                              "train.input_size=64"),
 )  # fmt: skip
 
 
@@ -128,7 +129,8 @@ def test_overlay_resize_and_flow_colours_against_other_computations():
 def test_store_helpers_on_the_demo_workspace(demo):
     ws, _, _ = demo
     stores = si.stores_of(ws)
-    assert list(stores) == ["features.zarr", "pseudo.zarr", "predict-features.zarr", "predictions.zarr"]
+    assert list(stores) == ["features.zarr", "pseudo.zarr", "predict-features.zarr", "predictions.zarr",
+                            "scam-cache.zarr", "sta-cache.zarr"]  # the fast preset caches its backbone maps
     assert si.video_ids(stores["features.zarr"]) == ["c0_disc_tone_000", "c0_disc_tone_001", "c1_square_noise_000",
                                                      "c1_square_noise_001"]  # fmt: skip
     table = si.video_table(stores["features.zarr"])

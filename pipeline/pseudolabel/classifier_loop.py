@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from models.device import autocast
+from pipeline.common.estimate import StepTimer
 from pipeline.common.files import save_torch_atomic, sha256_file
 from pipeline.common.progress import Progress
 from pipeline.common.settings import output_setting, run_setting
@@ -96,11 +97,14 @@ def train_classifier(
     device: torch.device,
     report: Callable[[str], None] = log.info,
     progress: Progress | None = None,
+    on_rate: Callable[[float, int], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place (it ends holding its best-validation weights) and return the scores.
 
     A checkpoint is written after every epoch; an interrupted run resumes at the last finished epoch
     with the same data order and random state, so it ends with the same weights as an uninterrupted one.
+    `on_rate(seconds_per_batch, batches_left)` is called once, after the first batches are timed
+    (`batches_left`: the most this run may still train, early stopping aside).
     """
     progress = progress or Progress(enabled=False)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -136,9 +140,10 @@ def train_classifier(
     )  # fmt: skip
     val_loader = DataLoader(val_set, batch_size=config.batch_size * 2, num_workers=config.num_workers)
     loss_fn = nn.CrossEntropyLoss()
+    timer = StepTimer()
     while state["epoch"] < config.epochs and not _out_of_steps(state, config):
         model.train()
-        correct = seen = 0
+        correct = seen = batches = 0
         # Each epoch's order depends on its number only, so a resumed run sees the same batches.
         generator.manual_seed(config.seed + state["epoch"])
         bar = progress.bar(len(train_loader), f"{name} epoch {state['epoch'] + 1}/{config.epochs}", "batch")
@@ -155,6 +160,10 @@ def train_classifier(
             state["steps"] += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            batches += 1
+            rate = timer.tick()
+            if rate is not None and on_rate is not None:
+                on_rate(rate, _batches_left(state, config, len(train_loader), batches))
             if _out_of_steps(state, config):
                 break
         bar.close()
@@ -180,6 +189,11 @@ def train_classifier(
     model.load_state_dict(state["best_state"])
     save_torch_atomic(_checkpoint(model, optimizer, scaler, state, fingerprint), checkpoint)
     return _result(name, state, checkpoint, reused=False)
+
+
+def _batches_left(state: dict[str, Any], config: TrainConfig, per_epoch: int, done_this_epoch: int) -> int:
+    left = per_epoch - done_this_epoch + per_epoch * (config.epochs - state["epoch"] - 1)
+    return left if config.max_steps is None else min(left, config.max_steps - state["steps"])
 
 
 def _out_of_steps(state: dict[str, Any], config: TrainConfig) -> bool:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from models.backbones import VisualBackbone, build_backbone
 from models.device import autocast
 from models.selection import crop_and_resize, scale_boxes
+from pipeline.common.feature_cache import CacheBuilder, CachedVideo
 from pipeline.common.files import sha256_file
 from pipeline.common.progress import Progress
 from pipeline.pseudolabel.batches import resize, to_chw_float
@@ -32,7 +33,7 @@ from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from stores import cache as cstore
 from stores import features as fstore
 from stores import zarr_io
-from stores.chunks import read_rows, rows_of
+from stores.chunks import read_rows
 from stores.datasets import FrameItem, FrameSamples
 
 COARSE, FINE = cstore.COARSE.name, cstore.FINE.name
@@ -73,61 +74,25 @@ class ScamCache:
         self.features_path = fstore.SCHEMA.path(workspace)
         self.config = config
         self.device = device
-        self.progress = progress
         self.backbone = frozen_backbone(config, device)
         self.identity = backbone_identity(config)
         self.layout = Layout(self._map_shape(config.coarse_size), self._map_shape(config.fine_size), embedding_dim)
-        self.root = cstore.SCAM_CACHE.open_for_writing(self.path)
-        cstore.SCAM_CACHE.update_store(self.root, backbone=config.backbone)
+        self.builder = CacheBuilder(cstore.SCAM_CACHE, self.path, progress, config.infer_batch, config.backbone)
 
     @torch.no_grad()
     def _map_shape(self, size: int) -> tuple[int, int, int]:
         probe = torch.zeros(1, 3, size, size, device=self.device)
         return tuple(self.backbone(self.backbone.normalize(probe)).shape[1:])  # type: ignore[return-value]
 
-    # --- building -----------------------------------------------------------------------------------
+    def _cached(self, info: VideoInfo) -> CachedVideo:
+        layout_key = zarr_io.fingerprint([self.identity, info.n_frames])
+        return CachedVideo(info.video_id, info.n_frames, layout_key, self.layout.shapes(info.n_frames))
 
-    def _group(self, info: VideoInfo) -> Any:
-        """The video's group, (re)made when the backbone or the shapes changed (its parts then go)."""
-        layout_key = zarr_io.fingerprint([self.identity, self.layout.coarse, self.layout.fine,
-                                          self.layout.embedding, info.n_frames])  # fmt: skip
-        attrs = cstore.SCAM_CACHE.read_video(self.root, info.video_id)
-        if attrs is None or attrs.fingerprint != layout_key:
-            video = cstore.CacheVideo(n_frames=info.n_frames, fingerprint=layout_key)
-            cstore.SCAM_CACHE.create_video(self.root, info.video_id, video, self.layout.shapes(info.n_frames))
-        group = zarr_io.video_group(self.root, info.video_id)
-        assert group is not None
-        return group
-
-    def _ensure(self, what: str, videos: list[VideoInfo], fingerprint: Callable[[VideoInfo], str],
+    def _ensure(self, what: str, videos: list[VideoInfo], key: Callable[[VideoInfo], str],
                 compute: Callable[[VideoInfo, slice], np.ndarray], unit: str) -> None:  # fmt: skip
-        """Compute part `what` of every video whose recorded fingerprint is not `fingerprint(video)`."""
-        todo = [(info, fingerprint(info)) for info in videos]
-        todo = [(info, key) for info, key in todo if self._parts(info).get(what) != key]
-        if not todo:
-            return
-        bar = self.progress.bar(sum(info.n_frames for info, _ in todo), f"cache {what}", unit)
-        for info, key in todo:
-            group = self._group(info)
-            parts = {k: v for k, v in self._parts(info).items() if k != what}
-            cstore.SCAM_CACHE.update_video(group, parts=parts, status=zarr_io.STATUS_IN_PROGRESS)
-            writer = rows_of(group[what])
-            step = cstore.CHUNK_T * max(1, self.config.infer_batch // cstore.CHUNK_T)
-            for start in range(0, info.n_frames, step):
-                block = slice(start, min(start + step, info.n_frames))
-                writer.write(start, compute(info, block))
-                bar.update(block.stop - block.start)
-            parts[what] = key
-            done = all(name in parts for name in (COARSE, FINE, cstore.AUDIO_EMBEDDING.name))
-            cstore.SCAM_CACHE.update_video(group, parts=parts, status=zarr_io.STATUS_COMPLETE if done
-                                           else zarr_io.STATUS_IN_PROGRESS)  # fmt: skip
-        bar.close()
-
-    def _parts(self, info: VideoInfo) -> dict[str, str]:
-        attrs = cstore.SCAM_CACHE.read_video(self.root, info.video_id)
-        layout_key = zarr_io.fingerprint([self.identity, self.layout.coarse, self.layout.fine,
-                                          self.layout.embedding, info.n_frames])  # fmt: skip
-        return dict(attrs.parts) if attrs is not None and attrs.fingerprint == layout_key else {}
+        by_id = {info.video_id: info for info in videos}
+        self.builder.ensure((what,), [(self._cached(info), key(info)) for info in videos],
+                            lambda video, block: {what: compute(by_id[video.video_id], block)}, unit)  # fmt: skip
 
     def ensure_coarse(self, videos: list[VideoInfo]) -> None:
         def compute(info: VideoInfo, block: slice) -> np.ndarray:
@@ -191,8 +156,7 @@ class ScamCache:
     def block(self, video_id: str, array: str, sl: slice, triplets: bool) -> Tensor:
         """Maps of frames [sl) as a float tensor on the device: (n, C, h, w), or with `triplets` the
         maps of t-1, t, t+1 (n, 3, C, h, w), clamped at the video's ends."""
-        group = zarr_io.video_group(self.root, video_id)
-        assert group is not None
+        group = self.builder.group(video_id)
         if not triplets:
             return torch.from_numpy(read_rows(group[array], sl.start, sl.stop)).to(self.device).float()
         n_frames = group[array].shape[0]
@@ -203,8 +167,7 @@ class ScamCache:
         return torch.from_numpy(np.stack([rows[index] for index in pick], axis=1)).to(self.device).float()
 
     def embeddings(self, video_id: str, sl: slice) -> Tensor:
-        group = zarr_io.video_group(self.root, video_id)
-        assert group is not None
+        group = self.builder.group(video_id)
         return torch.from_numpy(read_rows(group[cstore.AUDIO_EMBEDDING.name], sl.start, sl.stop)).to(self.device)
 
 

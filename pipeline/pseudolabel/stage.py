@@ -12,6 +12,7 @@ fingerprint and the algorithm version. The run computes these to decide what to 
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,3 +266,4 @@ class PseudolabelStage(Stage):
         pstore.SCHEMA.forget_completion(pstore.SCHEMA.path(workspace))
         for checkpoint in checkpoint_folder(workspace).glob("*.pt"):
             checkpoint.unlink()  # the classifiers are part of this stage's work: train them again
+        shutil.rmtree(SCAM_CACHE.path(workspace), ignore_errors=True)  # a frozen backbone's maps: made again

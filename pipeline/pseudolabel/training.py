@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig, AudioEventClassifier
 from models.backbones import build_backbone
 from models.classifiers import Branch, ClassifierConfig, SCAMClassifier, Stage
+from pipeline.common.estimate import duration, slow_hint
 from pipeline.common.progress import Progress
 from pipeline.pseudolabel.batches import classifier_logits
 from pipeline.pseudolabel.classifier_loop import TrainResult, train_classifier
@@ -67,9 +68,22 @@ class ClassifierTrainer:
         result = train_classifier(
             name, model, train_set, val_set, forward, self.config.train, self.folder / f"{name}.pt",
             classifier_fingerprint(name, self.config, self.key, self.shas()), self.device, self.report, self.progress,
+            on_rate=lambda rate, left: self.report(self._estimate(name, rate, left)),
         )  # fmt: skip
         self.results[name] = result
         return result
+
+    def _estimate(self, name: str, seconds_per_batch: float, batches_left: int) -> str:
+        """The time `name` may still take, and the visual classifiers after it if each took as long."""
+        bound = seconds_per_batch * batches_left
+        stages = (COARSE, FINE) if self.config.fine_stage else (COARSE,)
+        after = [f"{b}{s}" for s in stages for b in BRANCHES if f"{b}{s}" not in self.results and f"{b}{s}" != name]
+        text = f"{name}: {seconds_per_batch:.2f} s/batch here: up to {duration(bound)} for its {batches_left} batches"
+        total = bound
+        if after and name != EVENT_MODEL:
+            total += len(after) * bound
+            text += f"; about {duration(total)} with the {len(after)} classifiers after it"
+        return text + " (early stopping often ends sooner)" + slow_hint(total, self.device, self.config.frozen)
 
     def items(self, keep: Keep | None = None) -> tuple[list[FrameItem], list[FrameItem]]:
         return frame_items(self.train_videos, keep), frame_items(self.val_videos, keep)

@@ -68,11 +68,6 @@ def identity_affine(batch: int) -> Tensor:
     return torch.eye(2, 3).unsqueeze(0).repeat(batch, 1, 1)
 
 
-def to_float_frames(frames: Tensor) -> Tensor:
-    """uint8 (B, 3, H, W, 3) → float (B, 3, 3, H, W) in [0, 1]."""
-    return frames.movedim(-1, -3).float().div_(255.0)
-
-
 def sampling_grid(theta: Tensor, size: int, device: torch.device) -> Tensor:
     """(B, size, size, 2) normalised input coordinates of each output pixel; valid for inputs of any size."""
     return F.affine_grid(theta.to(device, torch.float32), [theta.shape[0], 1, size, size], align_corners=False)
@@ -125,16 +120,52 @@ def augment_batch(frames: Tensor, pseudo_gt: Tensor, theta: Tensor, size: int,
     return AugmentedBatch(warped, target, motion)
 
 
+@dataclass
+class AugmentedLevels:
+    levels: dict[str, Tensor]  # as given, resampled
+    pseudo_gt: Tensor          # (B, S, S)
+    flow: Tensor | None        # (B, 2, S, S) in output pixels
+
+
+def augment_levels(levels: dict[str, Tensor], pseudo_gt: Tensor, theta: Tensor, size: int,
+                   flow: Tensor | None = None, frame_hw: tuple[int, int] | None = None,
+                   ) -> AugmentedLevels:  # fmt: skip
+    """Each sample's θ applied to a frozen backbone's levels of its frames (computed on the unaugmented
+    frames resized to `size`: `stride32` (B, 3, C, h, w), the others (B, C, h, w)), its target and flow.
+
+    Normalised coordinates make one θ mean the same crop on every grid; resampling the levels rather
+    than the pixels is the approximation that lets the backbone run once per frame (its maps of a
+    rotated crop are not exactly the rotated crop of its maps). The target and flow are exact.
+    """
+    device = pseudo_gt.device
+    warped: dict[str, Tensor] = {}
+    for name, level in levels.items():
+        shape = level.shape
+        flat = level.float().reshape(shape[0], -1, *shape[-2:])  # stride32's 3 frames as channels
+        grid = F.affine_grid(theta.to(device, torch.float32), [shape[0], 1, *shape[-2:]], align_corners=False)
+        warped[name] = warp(flat, grid).view(shape)
+    grid = sampling_grid(theta, size, device)
+    target = warp(pseudo_gt.float().unsqueeze(1), grid).squeeze(1)
+    motion = None
+    if flow is not None:
+        assert frame_hw is not None, "the flow's frame size is needed to transform it"
+        motion = transform_flow(flow, theta, frame_hw, grid)
+    return AugmentedLevels(warped, target, motion)
+
+
 def resize_frames(frames: Tensor, size: int) -> Tensor:
     """Inference / validation input: uint8 (B, 3, H, W, 3) → float (B, 3, 3, size, size), antialiased."""
-    images = to_float_frames(frames)
-    batch, _, _, height, width = images.shape
+    return resize_images(frames.flatten(0, 1), size).view(frames.shape[0], 3, 3, size, size)
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """uint8 (N, H, W, 3) → float (N, 3, size, size) in [0, 1], antialiased when shrinking."""
+    images = images.movedim(-1, -3).float().div_(255.0)
+    height, width = images.shape[-2:]
     if (height, width) == (size, size):
         return images
-    flat = images.flatten(0, 1)
     shrink = height > size or width > size
-    resized = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
-    return resized.view(batch, 3, 3, size, size)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
 def resize_map(maps: Tensor, size: int) -> Tensor:

@@ -32,6 +32,9 @@ class STATrainConfig:
     random_init: bool = output_setting(False)
     audio_weights: str | None = path_setting(None)  # a VGGSound ResNet-18 checkpoint for the audio encoder
     input_size: int = output_setting(356, scope=(ARCHITECTURE,))
+    # The pretrained visual backbone stays fixed: its levels are computed once per stored frame at the
+    # input size (WS/sta-cache.zarr) and the crop / flip / rotation are applied to them (pipeline.train.frozen).
+    frozen_backbone: bool = output_setting(False)
     model: STAConfig = output_setting(default_factory=STAConfig, scope=(ARCHITECTURE,))
     epochs: int = run_setting(15)
     max_steps: int | None = run_setting(None)
@@ -71,6 +74,9 @@ class STATrainConfig:
             raise ValueError(f"input_size must be at least 32 pixels, got {self.input_size}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be positive")
+        if self.frozen_backbone and self.random_init and self.weights is None:
+            raise ValueError("frozen_backbone needs a pretrained backbone: a random one would stay random "
+                             "(set random_init = false or give weights)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
 

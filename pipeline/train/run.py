@@ -39,24 +39,29 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models import metrics
+from models.backbones import build_backbone
 from models.device import autocast
-from models.sta import STANet, sta_loss, weighted_nss
+from models.sta import BackboneLevels, STANet, sta_loss, weighted_nss
+from pipeline.common.estimate import StepTimer, duration, slow_hint
 from pipeline.common.files import save_torch_atomic
 from pipeline.common.progress import Progress
 from pipeline.common.settings import jsonable
-from pipeline.train.augment import augment_batch, draw_affine, resize_flow, resize_frames, resize_map
+from pipeline.train.augment import augment_batch, augment_levels, draw_affine, resize_flow, resize_frames, resize_map
 from pipeline.train.checkpoints import (
     CHECKPOINT_FORMAT, CHECKPOINT_SCHEMA, checkpoint_dir, load_checkpoint, read_header, restore_rng, rng_states,
 )  # fmt: skip
 from pipeline.train.config import STATrainConfig, TrainError
+from pipeline.train.frozen import LEVELS, build_level_cache
 from pipeline.train.model import build_sta
 from pipeline.train.processes import Distributed, StopRequest
 from pipeline.train.stage import (
     BEST, LAST, METRICS, checkpoint_header, checkpoint_verdict, training_data_key, training_finished,
 )  # fmt: skip
+from stores import cache as cstore
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.cache import STRIDE32
 from stores.chunks import ChunkError
 from stores.integrity import mark_damaged
 from stores.samples import ChunkBatchSampler, SampleError, STASamples, index_videos
@@ -196,7 +201,7 @@ class TrainProgress(Progress):
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: Iterable[dict[str, Tensor]], config: STATrainConfig, device: torch.device,
-             event_threshold: float, processes: Distributed) -> dict[str, float]:  # fmt: skip
+             event_threshold: float, processes: Distributed, frame_hw: tuple[int, int]) -> dict[str, float]:  # fmt: skip
     """Mean CC, NSS, KLD of the predicted maps against the held-out pseudo-GT, and the switch's accuracy.
 
     Inputs are resized (no augmentation) and the gate is the switch head's own, exactly as at predict
@@ -207,11 +212,10 @@ def validate(model: nn.Module, loader: Iterable[dict[str, Tensor]], config: STAT
     # samples, switch decisions right, samples with audio
     sums = torch.zeros(9, dtype=torch.float64)
     for batch in loader:
-        frames = resize_frames(batch["frames"].to(device), config.input_size)
         has_audio = batch["has_audio"].to(device)
-        flow = _flow_input(batch, config, frames.shape[-1], device)
+        flow = _flow_input(batch, config, frame_hw, device)
         with autocast(device, config.amp):
-            output = model(frames, batch["audio"].to(device), has_audio, None, flow)
+            output = model(_visual_input(batch, config.input_size, device), batch["audio"].to(device), has_audio, None, flow)
         prediction = torch.sigmoid(output.saliency_logits.float())
         target = resize_map(batch["pseudo_gt"].to(device), config.input_size)
         event_target = batch["event_prob"].to(device) >= event_threshold
@@ -231,11 +235,18 @@ def _ratio(total: Tensor, count: Tensor) -> float:
     return float(total) / float(count) if count > 0 else float("nan")
 
 
-def _flow_input(batch: dict[str, Tensor], config: STATrainConfig, size: int, device: torch.device) -> Tensor | None:
+def _visual_input(batch: dict[str, Tensor], size: int, device: torch.device) -> Tensor | BackboneLevels:
+    """The frames resized to the input size, or a frozen backbone's cached levels of them."""
+    if STRIDE32.name in batch:
+        return BackboneLevels({name: batch[name].to(device).float() for name in LEVELS}, (size, size))
+    return resize_frames(batch["frames"].to(device), size)
+
+
+def _flow_input(batch: dict[str, Tensor], config: STATrainConfig, frame_hw: tuple[int, int],
+                device: torch.device) -> Tensor | None:  # fmt: skip
     if not config.model.use_flow:
         return None
-    frame_hw = tuple(batch["frames"].shape[2:4])
-    return resize_flow(batch["flow"].to(device), frame_hw, size)  # type: ignore[arg-type]
+    return resize_flow(batch["flow"].to(device), frame_hw, config.input_size)
 
 
 # --- the stage ----------------------------------------------------------------------------------------------
@@ -271,9 +282,13 @@ class _Run:
     header: dict[str, Any]
     event_threshold: float
     log_file: Path
+    frame_hw: tuple[int, int]  # of the stored frames (the flow's pixels)
     tensorboard: Any = None
     last_val: dict[str, float] = field(default_factory=dict)
     in_step: bool = False  # True while a step may have half-updated the weights: never save then
+    report: Callable[[str], None] = log.info
+    timer: StepTimer = field(default_factory=StepTimer)  # for the estimate of the time left
+    total_steps: int = 0
     saved_position: dict[str, Any] | None = None
 
     def checkpoint(self, name: str, with_training_state: bool = True) -> None:
@@ -326,7 +341,8 @@ class _Data:
     notes: list[str]
 
 
-def _data(workspace: Path, config: STATrainConfig, processes: Distributed) -> _Data:
+def _data(workspace: Path, config: STATrainConfig, processes: Distributed, device: torch.device,
+          progress: TrainProgress) -> _Data:  # fmt: skip
     """The training and validation samples of the workspace's stores, and the batch order."""
     features_path, pseudo_path = fstore.SCHEMA.path(workspace), pstore.SCHEMA.path(workspace)
     try:
@@ -341,11 +357,13 @@ def _data(workspace: Path, config: STATrainConfig, processes: Distributed) -> _D
             "train on; check the pseudolabel stage's summary"
         )
     val_videos = [v for v in videos if v.split == "val"]
+    levels_path = _level_cache(workspace, config, processes, device, train_videos + val_videos, progress)
     cache_chunks = 4 * config.shuffle_window + 8  # frames (two chunks at a boundary), audio, flow per block
     try:
         train_set = STASamples(features_path, pseudo_path, train_videos, events, flow=config.model.use_flow,
-                               cache_chunks=cache_chunks)  # fmt: skip
-        val_set = STASamples(features_path, pseudo_path, val_videos, events, flow=config.model.use_flow)
+                               cache_chunks=cache_chunks, levels_path=levels_path)  # fmt: skip
+        val_set = STASamples(features_path, pseudo_path, val_videos, events, flow=config.model.use_flow,
+                             levels_path=levels_path)  # fmt: skip
     except SampleError as exc:
         raise TrainError(str(exc)) from exc
     sampler = ChunkBatchSampler(train_set.chunk_blocks(), config.batch_size, window=config.shuffle_window,
@@ -367,6 +385,19 @@ def _data(workspace: Path, config: STATrainConfig, processes: Distributed) -> _D
         "classes": pseudo_attrs.classes,
     }
     return _Data(train_set, val_set, sampler, info, notes)
+
+
+def _level_cache(workspace: Path, config: STATrainConfig, processes: Distributed, device: torch.device,
+                 videos: list[Any], progress: TrainProgress) -> Path | None:  # fmt: skip
+    """With a frozen backbone, WS/sta-cache.zarr made complete for `videos` (by the first process)."""
+    if not config.frozen_backbone:
+        return None
+    path = cstore.STA_CACHE.path(workspace)
+    if processes.is_main:
+        backbone = build_backbone(config.backbone, config.weights, random_init=config.random_init and config.weights is None)
+        build_level_cache(workspace, config, backbone, device, videos, progress)
+    processes.barrier()
+    return path
 
 
 def _existing_checkpoint(folder: Path, config: STATrainConfig, data_key: str, processes: Distributed,
@@ -397,6 +428,8 @@ def _build_run(config: STATrainConfig, folder: Path, device: torch.device, proce
     np.random.seed(config.seed)
     random.seed(config.seed)
     model = build_sta(config.model_settings(), config.weights, config.random_init, config.audio_weights)
+    if config.frozen_backbone:
+        model.backbone.requires_grad_(False)  # and out of the optimizer, which takes trainable parameters only
     model.to(device)
     if processes.active and device.type == "cuda" and config.freeze_batchnorm is not True:
         # Statistics over the global batch; CPU processes (gloo) cannot sync them and keep their own.
@@ -422,7 +455,7 @@ def _build_run(config: STATrainConfig, folder: Path, device: torch.device, proce
     }  # fmt: skip
     run = _Run(config, folder, device, processes, model, wrapped, optimizer, scheduler, scaler,
                _frozen_batchnorm_modules(model, config), position, header, data.info["event_threshold"],
-               folder / METRICS)  # fmt: skip
+               folder / METRICS, data.train_set.frame_hw)  # fmt: skip
     if saved is not None:
         run.last_val = dict(saved.get("val") or {})
         run.saved_position = asdict(position)
@@ -466,7 +499,9 @@ def _train(workspace: Path, config: STATrainConfig, processes: Distributed, prog
            step_hook: Callable[[int], None] | None) -> TrainSummary:  # fmt: skip
     folder = checkpoint_dir(workspace)
     summary = TrainSummary(checkpoint_dir=str(folder), world_size=processes.world_size, rank=processes.rank)
-    data = _data(workspace, config, processes)
+    device = processes.device(config.device)
+    progress = progress or TrainProgress(enabled=False)
+    data = _data(workspace, config, processes, device, progress)
     summary.notes, summary.train_samples, summary.val_samples = data.notes, len(data.train_set), len(data.val_set)
     for note in data.notes:
         report(note)
@@ -476,13 +511,14 @@ def _train(workspace: Path, config: STATrainConfig, processes: Distributed, prog
         total_steps = min(total_steps, config.max_steps)
     folder.mkdir(parents=True, exist_ok=True)
     saved = _existing_checkpoint(folder, config, data.info["data_key"], processes, restart)
-    run = _build_run(config, folder, processes.device(config.device), processes, data, saved, total_steps)
+    run = _build_run(config, folder, device, processes, data, saved, total_steps)
+    run.report, run.total_steps = report, total_steps
     position = run.position
     if _finished(position, config):
         summary.up_to_date = True
     else:
         summary.resumed_from_step = position.step if saved is not None else None
-        _loop(run, data, batches_per_epoch, total_steps, progress or TrainProgress(enabled=False), step_hook, summary)
+        _loop(run, data, batches_per_epoch, total_steps, progress, step_hook, summary)
     summary.steps, summary.epochs_done, summary.val = position.step, position.epoch, run.last_val
     if position.best_epoch is not None:
         summary.best_cc, summary.best_epoch = position.best_cc, position.best_epoch
@@ -581,9 +617,19 @@ def _run_epoch(run: _Run, loader: Iterable[dict[str, Tensor]], stop: StopRequest
                      "lr": run.scheduler.get_last_lr()[-1], "samples_per_s": rate})  # fmt: skip
         if position.step % config.checkpoint_every == 0:
             run.checkpoint(LAST)
+        rate = run.timer.tick()
+        if rate is not None and processes.is_main:
+            run.report(_estimate(run, rate))
         if step_hook is not None:
             step_hook(position.step)
     return losses
+
+
+def _estimate(run: _Run, seconds_per_step: float) -> str:
+    left = run.total_steps - run.position.step
+    seconds = seconds_per_step * left
+    return (f"train: {seconds_per_step:.2f} s/step here: about {duration(seconds)} for the {left} steps left "
+            f"(and a validation pass per epoch){slow_hint(seconds, run.device, run.config.frozen_backbone)}")  # fmt: skip
 
 
 def _train_step(run: _Run, batch: dict[str, Tensor]) -> Any:
@@ -593,15 +639,23 @@ def _train_step(run: _Run, batch: dict[str, Tensor]) -> Any:
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + run.position.step)
     global_theta = draw_affine(config.batch_size * processes.world_size, config.augment, generator)
     theta = global_theta[processes.rank * config.batch_size : (processes.rank + 1) * config.batch_size]
-    frames = batch["frames"].to(device, non_blocking=True)
     flow = batch["flow"].to(device, non_blocking=True) if config.model.use_flow else None
-    augmented = augment_batch(frames, batch["pseudo_gt"].to(device, non_blocking=True), theta, config.input_size, flow)
+    pseudo_gt = batch["pseudo_gt"].to(device, non_blocking=True)
+    visual: Tensor | BackboneLevels
+    if STRIDE32.name in batch:  # a frozen backbone's cached levels
+        levels = {name: batch[name].to(device, non_blocking=True) for name in LEVELS}
+        warped = augment_levels(levels, pseudo_gt, theta, config.input_size, flow, run.frame_hw)
+        visual = BackboneLevels(warped.levels, (config.input_size, config.input_size))
+        target, motion = warped.pseudo_gt, warped.flow
+    else:
+        augmented = augment_batch(batch["frames"].to(device, non_blocking=True), pseudo_gt, theta, config.input_size, flow)
+        visual, target, motion = augmented.frames, augmented.pseudo_gt, augmented.flow
     has_audio = batch["has_audio"].to(device)
     event_prob = batch["event_prob"].to(device)
     with autocast(device, config.amp):
-        output = run.wrapped(augmented.frames, batch["audio"].to(device, non_blocking=True), has_audio,
-                             event_prob if config.teacher_forcing else None, augmented.flow)  # fmt: skip
-    terms = sta_loss(output, augmented.pseudo_gt, event_prob >= run.event_threshold, has_audio, config.loss)
+        output = run.wrapped(visual, batch["audio"].to(device, non_blocking=True), has_audio,
+                             event_prob if config.teacher_forcing else None, motion)  # fmt: skip
+    terms = sta_loss(output, target, event_prob >= run.event_threshold, has_audio, config.loss)
     if not torch.isfinite(terms.total):
         run.in_step = False  # nothing was applied yet: the last completed step may still be saved
         raise TrainError(f"the loss became {float(terms.total)} at step {run.position.step + 1}: "
@@ -622,7 +676,7 @@ def _validate_and_keep_best(run: _Run, loader: Iterable[dict[str, Tensor]], n_ba
     if n_batches == 0 and not run.processes.active:  # nothing to score (with DDP, every process must join)
         position.validated_step = position.step
         return
-    scores = validate(run.wrapped, loader, run.config, run.device, run.event_threshold, run.processes)
+    scores = validate(run.wrapped, loader, run.config, run.device, run.event_threshold, run.processes, run.frame_hw)
     run.train_mode()
     position.validated_step = position.step
     if scores["n"] == 0:

@@ -9,8 +9,9 @@ fit is trained anew. `run_train` and `avfix status` both ask `checkpoint_verdict
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from pipeline.train.config import STATrainConfig
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
+from stores.cache import STA_CACHE
 from stores.lock import StoreLock
 
 if TYPE_CHECKING:
@@ -110,7 +112,7 @@ class TrainStage(Stage):
     config_type = STATrainConfig
 
     def outputs(self, workspace: Path) -> tuple[Path, ...]:
-        return (checkpoint_dir(workspace),)
+        return checkpoint_dir(workspace), STA_CACHE.path(workspace)
 
     def state(self, workspace: Path, config: WorkspaceConfig) -> StageState:
         folder = checkpoint_dir(workspace)
@@ -150,3 +152,4 @@ class TrainStage(Stage):
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:
         for name in (LAST, BEST, METRICS):
             (checkpoint_dir(workspace) / name).unlink(missing_ok=True)
+        shutil.rmtree(STA_CACHE.path(workspace), ignore_errors=True)  # a frozen backbone's levels: made again

@@ -37,7 +37,7 @@ from pipeline.common.errors import BadInput
 from pipeline.common.files import write_text_atomic
 from pipeline.common.scheduling import SchedulerConfig
 from pipeline.common.settings import Role, keys_with_role, output_setting, path_setting, run_setting
-from pipeline.workspace.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, preset_config
+from pipeline.workspace.presets import PRESET_NAMES, PRESETS, default_preset, preset_config
 from pipeline.workspace.registry import NAMES, stage
 
 CONFIG_FILE = "avfix.toml"
@@ -71,7 +71,7 @@ class RunSettings:
     predict_videos: str | None = path_setting(None)  # videos to predict (no tags needed); none: no predict/evaluate
     fixations: str | None = path_setting(None)  # fixations to score the predictions against; none: no evaluate
     fixations_layout: str = output_setting("auto")  # auto | stavis | csv | images
-    preset: str = run_setting(DEFAULT_PRESET)  # the defaults the preset's tables started from
+    preset: str = run_setting(default_factory=default_preset)  # the defaults the preset's tables started from
     workers: int = run_setting(1)  # local dask workers for extract and predict's decoding (-j)
     threads: bool = run_setting(True)  # local workers are threads (False: processes); see pipeline.common.scheduling
     scheduler: str | None = run_setting(None)  # address of a dask.distributed scheduler
@@ -270,8 +270,8 @@ def config_from_tables(tables: dict[str, Any]) -> WorkspaceConfig:
         if name not in SECTIONS:
             raise ConfigError(f"no section [{name}]{_did_you_mean(name, SECTIONS)}")
     run_table = tables.get(RUN, {})
-    preset = run_table.get("preset", DEFAULT_PRESET) if isinstance(run_table, dict) else DEFAULT_PRESET
-    defaults = preset_defaults(preset if preset in PRESETS else DEFAULT_PRESET).table()
+    preset = run_table.get("preset", default_preset()) if isinstance(run_table, dict) else default_preset()
+    defaults = preset_defaults(preset if preset in PRESETS else default_preset()).table()
     sections = {}
     for name in SECTIONS:
         given = tables.get(name, {})
@@ -306,7 +306,7 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
 
 
 def _assign(tables: dict[str, Any], keys: list[str], value: Any, text: str) -> None:
-    defaults = preset_defaults(DEFAULT_PRESET).table()
+    defaults = preset_defaults(default_preset()).table()
     known: Any = defaults
     target = tables
     for depth, key in enumerate(keys):
@@ -417,7 +417,7 @@ def load_config(workspace: str | Path, overrides: Overrides | None = None, cwd: 
         tables = read_tables(path)
         where = str(path)
     else:
-        tables = preset_defaults(overrides.preset or DEFAULT_PRESET).table()
+        tables = preset_defaults(overrides.preset or default_preset()).table()
         where = "the defaults"
     tables = apply_overrides(tables, overrides, base_dir)
     if overrides != Overrides():

@@ -18,6 +18,7 @@ one-line reason; any other exception is a bug and propagates with its traceback.
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,10 @@ from typing import Any, Callable, Iterator
 
 from pipeline.common.errors import is_problem, one_line
 from pipeline.stage import FAILED, NOT_CONFIGURED, Stage, StageRun, StageSummary
-from pipeline.workspace.config import ConfigError, Overrides, WorkspaceConfig, ensure_config_file, load_config
+from pipeline.workspace.announce import preset_origin, run_line
+from pipeline.workspace.config import (
+    ConfigError, Overrides, WorkspaceConfig, config_path, ensure_config_file, load_config,
+)  # fmt: skip
 from pipeline.workspace.registry import NAMES, STAGES, stage
 from stores import features as fstore
 from stores.lock import StoreLock
@@ -128,14 +132,16 @@ def run_dag(workspace: str | Path, overrides: Overrides, request: RunRequest, ec
         # is refused at once, not after it has started writing what this one reads.
         for chosen in request.stages:
             locks.enter_context(StoreLock(chosen.lock_target(workspace)))
-        _stages(summary, workspace, config, request, echo)
+        origin = preset_origin(loaded, overrides)
+        _stages(summary, workspace, config, request, echo, origin)
     summary.seconds = time.perf_counter() - began
     return summary
 
 
-def _stages(summary: RunSummary, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo) -> None:
+def _stages(summary: RunSummary, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo,
+            origin: str) -> None:  # fmt: skip
     for chosen in request.stages:
-        outcome = _stage(chosen, workspace, config, request, echo)
+        outcome = _stage(chosen, workspace, config, request, echo, origin)
         summary.stages.append(outcome)
         if outcome.action == "interrupted":
             summary.interrupted = True
@@ -145,7 +151,8 @@ def _stages(summary: RunSummary, workspace: Path, config: WorkspaceConfig, reque
             return
 
 
-def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo) -> StageOutcome:
+def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo,
+           origin: str) -> StageOutcome:  # fmt: skip
     began = time.perf_counter()
     name = chosen.name
     try:
@@ -159,6 +166,9 @@ def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: Run
                                    ok=state.state != FAILED)  # fmt: skip
         else:
             echo(f"{name}: running ({'forced' if forced else state.reason})")
+            line = run_line(name, config.section(name), config.run.preset, origin, str(config_path(workspace)))
+            if line:
+                echo(line)
             run = StageRun(workspace, config, forced=forced, restart=state.restart, progress=request.progress)
             outcome = _ran(name, chosen.run(run))
     except KeyboardInterrupt:
@@ -186,9 +196,13 @@ def run_stage(name: str, workspace: str | Path, overrides: Overrides, progress: 
     workspace = Path(workspace)
     load_config(workspace)  # a bad WS/avfix.toml is the file's problem, and named so
     try:
-        config = load_config(workspace, overrides).config
+        loaded = load_config(workspace, overrides)
     except ConfigError as exc:
         raise OptionError(str(exc)) from exc
+    config = loaded.config
+    line = run_line(name, config.section(name), config.run.preset, preset_origin(loaded, overrides), str(loaded.path))
+    if progress and line:
+        print(line, file=sys.stderr, flush=True)
     with torch_threads(config):
         return stage(name).run(StageRun(workspace, config, forced=forced, progress=progress))
 

@@ -3,8 +3,8 @@
 1. `avfix synth` writes a training set (DemoConfig: classes x videos, each class an object with its own
    look and sound moving over clutter among silent distractors, the sounding object's true position
    saved) and a held-out test set (another seed) into WS/videos/.
-2. `avfix run` (pipeline.dag) with the CPU presets: extract -> pseudolabel -> train on the training
-   set, predict (with overlay videos) on the test set, evaluate against the test set's truth.csv with
+2. `avfix run` (pipeline.dag) with the `fast` preset — the pretrained EfficientNet-Lite0, frozen, its
+   maps cached, as a researcher runs it on a CPU: extract -> pseudolabel -> train on the training set, predict (with overlay videos) on the test set, evaluate against the test set's truth.csv with
    the centre-bias baseline.
 3. The pseudo-labels of the training set are scored against the true positions (NSS and AUC-Judd
    against the object's centre pixel, CC against a Gaussian of half its radius, at the map size, the
@@ -56,11 +56,12 @@ class DemoConfig:
     distractors: int = 2
     seed: int = 0
     test_seed: int = 1
-    pseudolabel_epochs: int = 8
-    train_epochs: int = 8
-    # Torch intra-op threads. On the shared 2-core machine one thread beat two for these tiny
-    # networks (README: "avfix demo"); 0 leaves torch's default.
-    torch_threads: int = 1
+    preset: str = "fast"  # the real method on a CPU; "cpu": the tiny networks (a faster smoke test)
+    pseudolabel_epochs: int = 6
+    train_epochs: int = 6
+    # Torch intra-op threads (0: torch's default, every core). The pretrained backbone's convolutions
+    # use both cores of the CI machine; the `cpu` preset's tiny ones ran faster on one (README: "avfix demo").
+    torch_threads: int = 0
     workers: int = 1  # dask workers for decoding
     overlay: bool = True
     settings: tuple[str, ...] = field(default_factory=tuple)  # further --set overrides of WS/avfix.toml
@@ -86,7 +87,7 @@ class DemoConfig:
         ) + self.settings  # fmt: skip
         return Overrides(
             videos=videos / "train", predict_videos=videos / "test", fixations=videos / "test" / TRUTH_FILE,
-            fixations_layout="csv", preset="cpu" if first_run else None, workers=self.workers, settings=settings,
+            fixations_layout="csv", preset=self.preset if first_run else None, workers=self.workers, settings=settings,
         )  # fmt: skip
 
 

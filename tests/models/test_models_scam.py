@@ -71,6 +71,32 @@ def test_classifier_outputs_logits_and_the_pooled_cam_features(branch, stage):
         assert out.audio_attention is None
 
 
+@pytest.mark.parametrize("branch,stage", sorted(EXPECTED_CAM_CHANNELS))
+def test_a_headless_classifier_on_cached_maps_equals_the_whole_classifier(branch, stage):
+    """The frozen-backbone path: the backbone's maps computed apart (once per frame), and for SA the
+    audio embedding too, give the same logits and CAM features through a classifier with no backbone
+    and no audio encoder that holds the same head weights."""
+    whole = make_classifier(branch, stage)
+    frames, spectrogram, event_prob = inputs(branch)
+    backbone = whole.backbone
+    embedding_dim = whole.audio_encoder.embedding_dim if branch == "SA" else None
+    config = ClassifierConfig(branch, stage, N_CLASSES, audio_encoder=TINY_AUDIO, audio_embedding_dim=embedding_dim)
+    head = SCAMClassifier(config, None, backbone_channels=backbone.out_channels).eval()
+    own = {k: v for k, v in whole.state_dict().items() if not k.startswith(("backbone.", "audio_encoder."))}
+    head.load_state_dict(own, strict=True)  # exactly the head's parameters
+    with torch.no_grad():
+        expected = whole(frames, spectrogram, event_prob)
+        maps = backbone(backbone.normalize(frames.flatten(0, 1) if branch == "ST" else frames))
+        if branch == "ST":
+            maps = maps.view(frames.shape[0], 3, *maps.shape[1:])
+        embedding = whole.audio_encoder(spectrogram).embedding if branch == "SA" else None
+        got = head.forward_maps(maps, None, event_prob, audio_embedding=embedding)
+    torch.testing.assert_close(got.logits, expected.logits)
+    torch.testing.assert_close(got.cam_features, expected.cam_features)
+    with pytest.raises(ValueError, match="no backbone: call forward_maps"):
+        head(frames, spectrogram, event_prob)
+
+
 @pytest.mark.parametrize("branch", ["S", "ST", "SA"])
 def test_classifier_batch_equals_one_sample_at_a_time(branch):
     model = make_classifier(branch, "coarse")

@@ -13,19 +13,16 @@ import torch
 import xarray as xr
 import zarr
 from click.testing import CliRunner
+from conftest import extracted_set
 
 from cli import main
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.selection import temporal_smooth, threshold_pseudo_gt
-from pipeline.common.scheduling import SchedulerConfig
-from pipeline.extract.config import ExtractConfig
-from pipeline.extract.run import run_extract
 from pipeline.pseudolabel import maps as scam_maps
 from pipeline.pseudolabel.classifier_loop import TrainConfig, train_classifier
 from pipeline.pseudolabel.config import VideoInfo
 from pipeline.pseudolabel.event_audio import load_vggsound_scorer, read_class_names
 from pipeline.pseudolabel.run import PseudolabelError, run_pseudolabel
-from pipeline.synth.generate import SynthConfig, generate
 from pipeline.workspace.presets import preset_config
 from stores import features as fstore
 from stores import pseudo as pstore
@@ -34,14 +31,6 @@ TINY = replace(preset_config("cpu", "pseudolabel"),
     coarse_size=64, fine_size=64, map_size=32, infer_batch=16,
     train=TrainConfig(epochs=2, batch_size=16, optimizer="adam", lr=2e-3, patience=2),
 )  # fmt: skip
-
-
-def extracted_set(root: Path, classes: int = 3, videos_per_class: int = 2) -> Path:
-    """A generated set, extracted into root/ws; returns the workspace."""
-    synth = SynthConfig(classes=classes, videos_per_class=videos_per_class, seconds=1.6, fps=10, width=64, height=64)
-    generate(root / "videos", synth)
-    run_extract(root / "videos", root / "ws", ExtractConfig(size=64), SchedulerConfig(workers=1))
-    return root / "ws"
 
 
 @pytest.fixture(scope="module")

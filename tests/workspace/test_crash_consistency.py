@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,28 @@ def snapshots(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     write_config(loaded.path, loaded.config)
     taken = {"": _snapshot(live, base / "before")}
     for name in NAMES:
+        summary = run_stage(name, live / "ws", Overrides(), progress=False)
+        assert summary.ok, summary.line()
+        taken[name] = _snapshot(live, base / f"after-{name}")
+    return live, taken
+
+
+# The `fast` preset's frozen pretrained backbone at the tests' sizes: the caches' write paths.
+FROZEN = ("train.input_size=64", "train.checkpoint_every=1", "train.model.width=8", "train.model.switch_hidden=16")
+
+
+@pytest.fixture(scope="module")
+def frozen_snapshots(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """As `snapshots`, for extract -> pseudolabel -> train with the `fast` preset (frozen backbone)."""
+    base = tmp_path_factory.mktemp("crash-frozen")
+    live = base / "root"
+    train, test = make_sets(live)
+    overrides = replace(first_run_overrides(train, test, *FROZEN), preset="fast")
+    loaded = load_config(live / "ws", overrides)
+    assert loaded.config.pseudolabel.frozen and loaded.config.train.frozen_backbone
+    write_config(loaded.path, loaded.config)
+    taken = {"": _snapshot(live, base / "before")}
+    for name in ("extract", "pseudolabel", "train"):
         summary = run_stage(name, live / "ws", Overrides(), progress=False)
         assert summary.ok, summary.line()
         taken[name] = _snapshot(live, base / f"after-{name}")
@@ -92,14 +115,44 @@ def test_a_stopped_stage_rerun_ends_equal_to_an_uninterrupted_run(snapshots, nam
     assert_outputs_equal(name, live / "ws", taken[name] / "ws")
 
 
+FROZEN_CASES = [
+    ("pseudolabel", "KILL:chunk:2"),  # the coarse maps' cache
+    ("pseudolabel", "INT:attrs:4"),  # a cache video's parts
+    ("pseudolabel", "KILL:chunk:30"),  # the fine maps' cache or the maps
+    ("train", "KILL:chunk:2"),  # the levels' cache
+    ("train", "INT:attrs:3"),
+    ("train", "KILL:file:2"),
+]
+
+
+@pytest.mark.parametrize("name, fault", FROZEN_CASES, ids=[f"{c[0]} {c[1]}" for c in FROZEN_CASES])
+def test_a_stopped_frozen_backbone_stage_rerun_ends_equal_to_an_uninterrupted_run(frozen_snapshots, name, fault):
+    live, taken = frozen_snapshots
+    _restore(live, taken[NAMES[NAMES.index(name) - 1]])
+    env = {**os.environ, faults.ENV: fault, "OMP_NUM_THREADS": "1"}
+    stopped = subprocess.run(command(name, live), cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                             preexec_fn=interruptible)  # fmt: skip
+    expected_code = -signal.SIGKILL if fault.startswith("KILL") else 130
+    assert stopped.returncode == expected_code, (stopped.returncode, stopped.stdout[-800:], stopped.stderr[-2000:])
+    summary = run_stage(name, live / "ws", Overrides(), progress=False)
+    assert summary.ok, summary.line()
+    assert_outputs_equal(name, live / "ws", taken[name] / "ws")
+
+
 def assert_outputs_equal(name: str, got: Path, expected: Path) -> None:
     if name == "extract":
         assert_stores_equal(got / "features.zarr", expected / "features.zarr")
     elif name == "pseudolabel":
         assert_stores_equal(got / "pseudo.zarr", expected / "pseudo.zarr")
+        assert (got / "scam-cache.zarr").exists() == (expected / "scam-cache.zarr").exists()
+        if (expected / "scam-cache.zarr").exists():
+            assert_stores_equal(got / "scam-cache.zarr", expected / "scam-cache.zarr")
         for path in sorted((expected / "checkpoints" / "pseudolabel").glob("*.pt")):
             assert_checkpoints_equal(got / path.relative_to(expected), path)
     elif name == "train":
+        assert (got / "sta-cache.zarr").exists() == (expected / "sta-cache.zarr").exists()
+        if (expected / "sta-cache.zarr").exists():
+            assert_stores_equal(got / "sta-cache.zarr", expected / "sta-cache.zarr")
         for checkpoint in ("last.pt", "best.pt"):
             assert_checkpoints_equal(got / "checkpoints/sta" / checkpoint, expected / "checkpoints/sta" / checkpoint)
     elif name == "predict":

@@ -1,0 +1,93 @@
+"""Building a cache store of a frozen network's outputs (`stores.cache`), part by part and video by video.
+
+A part (one array of one video) is valid while the video's `parts[name]` holds the key of what it was
+computed from (which includes its size); the key is recorded only after the whole array is written, so
+a killed run recomputes the part, and a part a reader found damaged loses its key
+(`StoreSchema.forget_video`). A part computed at another size gets its array made anew at the new
+shape; the other parts stay. A video's group is made again, every part with it, when its layout key
+(the network and its weights, the number of frames) changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.common.progress import Progress
+from stores import cache as cstore
+from stores import zarr_io
+from stores.chunks import rows_of
+
+
+@dataclass(frozen=True)
+class CachedVideo:
+    """One video of a cache: its group is remade when `layout_key` changes."""
+
+    video_id: str
+    n_frames: int
+    layout_key: str
+    shapes: dict[str, tuple[int, ...]]  # array name -> its full shape now
+
+
+class CacheBuilder:
+    """Computes the missing or stale parts of a cache store's videos, `block_rows` frames at a time."""
+
+    def __init__(self, schema: Any, path: Path, progress: Progress, block_rows: int, backbone: str) -> None:
+        self.schema = schema
+        self.path = path
+        self.progress = progress
+        self.block_rows = block_rows
+        self.root = schema.open_for_writing(path)
+        schema.update_store(self.root, backbone=backbone)
+        self.part_names = tuple(spec.name for spec in schema.arrays)
+
+    def parts(self, video: CachedVideo) -> dict[str, str]:
+        """The video's valid parts: name -> key."""
+        attrs = self.schema.read_video(self.root, video.video_id)
+        return dict(attrs.parts) if attrs is not None and attrs.fingerprint == video.layout_key else {}
+
+    def ensure(self, names: tuple[str, ...], videos: list[tuple[CachedVideo, str]],
+               compute: Callable[[CachedVideo, slice], dict[str, np.ndarray]], unit: str) -> None:  # fmt: skip
+        """Compute the parts `names` (one pass gives all of them) of each (video, key) for which any of
+        them has another recorded key."""
+        todo = [(video, key) for video, key in videos if any(self.parts(video).get(n) != key for n in names)]
+        if not todo:
+            return
+        bar = self.progress.bar(sum(video.n_frames for video, _ in todo), f"cache {', '.join(names)}", unit)
+        for video, key in todo:
+            group = self._group(video)
+            parts = {name: value for name, value in self.parts(video).items() if name not in names}
+            self.schema.update_video(group, parts=parts, status=zarr_io.STATUS_IN_PROGRESS)
+            for name in names:
+                if tuple(group[name].shape) != tuple(video.shapes[name]):
+                    self.schema.replace_array(group, name, video.shapes[name])
+            writers = {name: rows_of(group[name]) for name in names}
+            chunk_rows = math.lcm(*(group[name].chunks[0] for name in names))  # whole chunks of every array
+            step = chunk_rows * max(1, self.block_rows // chunk_rows)
+            for start in range(0, video.n_frames, step):
+                block = slice(start, min(start + step, video.n_frames))
+                rows = compute(video, block)
+                for name in names:
+                    writers[name].write(start, rows[name])
+                bar.update(block.stop - block.start)
+            parts.update(dict.fromkeys(names, key))
+            done = all(name in parts for name in self.part_names)
+            self.schema.update_video(group, parts=parts, damage=None,
+                                     status=zarr_io.STATUS_COMPLETE if done else zarr_io.STATUS_IN_PROGRESS)  # fmt: skip
+        bar.close()
+
+    def group(self, video_id: str) -> Any:
+        group = zarr_io.video_group(self.root, video_id)
+        assert group is not None, f"{video_id} is not in {self.path}"
+        return group
+
+    def _group(self, video: CachedVideo) -> Any:
+        attrs = self.schema.read_video(self.root, video.video_id)
+        if attrs is None or attrs.fingerprint != video.layout_key:
+            attrs = cstore.CacheVideo(n_frames=video.n_frames, fingerprint=video.layout_key)
+            return self.schema.create_video(self.root, video.video_id, attrs, video.shapes)
+        return self.group(video.video_id)

@@ -1,0 +1,58 @@
+"""The estimate before long work: timed steps, the time left, and the faster way named on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from pipeline.common import estimate
+from pipeline.common.estimate import StepTimer, duration, slow_hint
+from pipeline.pseudolabel.classifier_loop import TrainConfig, train_classifier
+
+
+def test_the_timer_skips_the_warm_up_and_reports_once(monkeypatch):
+    clock = iter([10.0, 10.5, 11.0, 11.5, 12.0, 12.5, 99.0])  # read at the 2nd step, then at the 7th
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: next(clock))
+    timer = StepTimer(warmup=2, measured=5)
+    rates = [timer.tick() for _ in range(12)]
+    assert rates[:6] == [None] * 6 and rates[7:] == [None] * 5
+    assert rates[6] == pytest.approx((10.5 - 10.0) / 5)
+
+
+def test_durations_read_naturally():
+    assert [duration(s) for s in (4.2, 89, 600, 5399, 5400, 9000)] == ["4 s", "89 s", "10 min", "90 min", "1.5 h", "2.5 h"]
+
+
+def test_over_an_hour_on_a_cpu_names_the_faster_way():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert slow_hint(3599, cpu, frozen=False) == ""
+    assert "--preset fast" in slow_hint(3601, cpu, frozen=False)
+    assert "--device cuda" in slow_hint(3601, cpu, frozen=True)
+    assert slow_hint(10 * 3600, gpu, frozen=False) == ""
+
+
+class Pairs(Dataset):
+    def __init__(self, n: int) -> None:
+        self.x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[index], "label": torch.tensor(int(self.x[index, 0] > 0))}
+
+
+def test_a_classifier_reports_its_rate_once_with_the_most_batches_it_may_still_take(tmp_path):
+    calls: list[tuple[float, int]] = []
+
+    def forward(model: nn.Module, batch: dict[str, torch.Tensor], training: bool):
+        return model(batch["x"]), batch["label"]
+
+    config = TrainConfig(epochs=4, batch_size=8, patience=10)
+    result = train_classifier("toy", nn.Linear(4, 2), Pairs(80), Pairs(16), forward, config, tmp_path / "toy.pt", "k",
+                              torch.device("cpu"), on_rate=lambda rate, left: calls.append((rate, left)))  # fmt: skip
+    assert result.epochs == 4
+    # Timed after the 2 warm-up and 5 measured batches of epoch 1 (10 per epoch): 3 + 3 x 10 left.
+    assert len(calls) == 1 and calls[0][0] > 0 and calls[0][1] == 33
