@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -58,9 +59,10 @@ def run_reference(workdir: Path, preset: str) -> dict:
         fixations=workdir / "videos" / "test" / TRUTH_FILE, fixations_layout="csv", preset=preset,
         settings=('evaluate.baselines=["center"]',),
     )  # fmt: skip
+    shutil.rmtree(workdir / "ws", ignore_errors=True)  # every stage timed from scratch
     summary = run_dag(workdir / "ws", overrides, RunRequest(progress=True))
     assert summary.ok, [stage.line for stage in summary.stages]
-    seconds = {stage.name: stage.seconds for stage in summary.stages}
+    seconds = {stage.stage: stage.seconds for stage in summary.stages}
     report = json.loads((workdir / "ws" / "report.json").read_text())
     return {"seconds": seconds, "scores": _report_scores(report)}
 

@@ -82,7 +82,8 @@ class ClassifierTrainer:
         total = bound
         if after and name != EVENT_MODEL:
             total += len(after) * bound
-            text += f"; about {duration(total)} with the {len(after)} classifiers after it"
+            others = "the classifier" if len(after) == 1 else f"the {len(after)} classifiers"
+            text += f"; about {duration(total)} with {others} after it"
         return text + " (early stopping often ends sooner)" + slow_hint(total, self.device, self.config.frozen)
 
     def items(self, keep: Keep | None = None) -> tuple[list[FrameItem], list[FrameItem]]:
