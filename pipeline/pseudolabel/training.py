@@ -74,17 +74,26 @@ class ClassifierTrainer:
         return result
 
     def _estimate(self, name: str, seconds_per_batch: float, batches_left: int) -> str:
-        """The time `name` may still take, and the visual classifiers after it if each took as long."""
+        """The time `name` may still take, and the visual classifiers after it scaled by their cost."""
         bound = seconds_per_batch * batches_left
         stages = (COARSE, FINE) if self.config.fine_stage else (COARSE,)
         after = [f"{b}{s}" for s in stages for b in BRANCHES if f"{b}{s}" not in self.results and f"{b}{s}" != name]
         text = f"{name}: {seconds_per_batch:.2f} s/batch here: up to {duration(bound)} for its {batches_left} batches"
         total = bound
         if after and name != EVENT_MODEL:
-            total += len(after) * bound
+            total += bound * sum(self._relative_cost(other) for other in after) / self._relative_cost(name)
             others = "the classifier" if len(after) == 1 else f"the {len(after)} classifiers"
             text += f"; about {duration(total)} with {others} after it"
         return text + " (early stopping often ends sooner)" + slow_hint(total, self.device, self.config.frozen)
+
+    def _relative_cost(self, name: str) -> float:
+        """A visual classifier's cost per batch relative to the others: fine-tuned, the backbone's pixels
+        (ST reads three frames; the fine crops are larger); frozen, the heads, about alike."""
+        if self.config.frozen:
+            return 1.0
+        frames = 3 if name.startswith(f"{Branch.ST}_") else 1
+        size = self.config.fine_size if name.endswith(FINE) else self.config.coarse_size
+        return float(frames * size * size)
 
     def items(self, keep: Keep | None = None) -> tuple[list[FrameItem], list[FrameItem]]:
         return frame_items(self.train_videos, keep), frame_items(self.val_videos, keep)

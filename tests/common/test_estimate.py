@@ -56,3 +56,24 @@ def test_a_classifier_reports_its_rate_once_with_the_most_batches_it_may_still_t
     assert result.epochs == 4
     # Timed after the 2 warm-up and 5 measured batches of epoch 1 (10 per epoch): 3 + 3 x 10 left.
     assert len(calls) == 1 and calls[0][0] > 0 and calls[0][1] == 33
+
+
+def test_the_pseudolabel_estimate_weighs_the_classifiers_after_by_their_cost(tmp_path):
+    from dataclasses import replace
+
+    from pipeline.common.progress import Progress
+    from pipeline.pseudolabel.training import ClassifierTrainer
+    from pipeline.workspace.presets import preset_config
+
+    tuned = replace(preset_config("paper", "pseudolabel"), coarse_size=100, fine_size=200)
+    trainer = ClassifierTrainer(tmp_path, tuned, None, [], [], torch.device("cpu"), print, Progress(enabled=False))
+    # Fine-tuned, after S_coarse (1 frame of 100²): ST_coarse 3, SA_coarse 1, S_fine 4, ST_fine 12, SA_fine 4.
+    text = trainer._estimate("S_coarse", 1.0, 60)
+    assert text.startswith("S_coarse: 1.00 s/batch here: up to 60 s for its 60 batches; about 25 min with the "
+                           "5 classifiers after it (early stopping often ends sooner)")  # fmt: skip
+    assert "--preset fast" not in text
+    assert "--preset fast" in trainer._estimate("S_coarse", 1.0, 600)  # 4.2 h on a CPU
+    frozen = ClassifierTrainer(tmp_path, replace(tuned, backbone_mode="frozen"), None, [], [], torch.device("cpu"),
+                               print, Progress(enabled=False))  # fmt: skip
+    assert "about 6 min with the 5 classifiers after it" in frozen._estimate("S_coarse", 1.0, 60)
+    assert "up to 60 s for its 60 batches (early" in frozen._estimate("event_audio", 1.0, 60)
