@@ -77,7 +77,8 @@ class ClassifierTrainer:
         """The time `name` may still take, and the visual classifiers after it scaled by their cost."""
         bound = seconds_per_batch * batches_left
         stages = (COARSE, FINE) if self.config.fine_stage else (COARSE,)
-        after = [f"{b}{s}" for s in stages for b in BRANCHES if f"{b}{s}" not in self.results and f"{b}{s}" != name]
+        order = [f"{b}{s}" for s in stages for b in BRANCHES]  # the order they are trained in
+        after = order[order.index(name) + 1 :] if name in order else []
         text = f"{name}: {seconds_per_batch:.2f} s/batch here: up to {duration(bound)} for its {batches_left} batches"
         total = bound
         if after and name != EVENT_MODEL:

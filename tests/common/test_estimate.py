@@ -77,3 +77,14 @@ def test_the_pseudolabel_estimate_weighs_the_classifiers_after_by_their_cost(tmp
                                print, Progress(enabled=False))  # fmt: skip
     assert "about 6 min with the 5 classifiers after it" in frozen._estimate("S_coarse", 1.0, 60)
     assert "up to 60 s for its 60 batches (early" in frozen._estimate("event_audio", 1.0, 60)
+
+
+def test_only_the_classifiers_still_ahead_count(tmp_path):
+    from pipeline.common.progress import Progress
+    from pipeline.pseudolabel.training import ClassifierTrainer
+    from pipeline.workspace.presets import preset_config
+
+    frozen = preset_config("fast", "pseudolabel")
+    trainer = ClassifierTrainer(tmp_path, frozen, None, [], [], torch.device("cpu"), print, Progress(enabled=False))
+    assert "with the 2 classifiers after it" in trainer._estimate("S_fine", 1.0, 60)  # ST_fine, SA_fine
+    assert "after it" not in trainer._estimate("SA_fine", 1.0, 60)
