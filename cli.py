@@ -540,21 +540,26 @@ def verify(workspace: Path, no_mark: bool, as_json: bool) -> None:
               help="Workspace folder (the generated videos go to WS/videos/).")
 @click.option("--videos", "videos_per_class", type=int, default=None,
               help="Training videos per class.  [default: 6]")
+@click.option("--preset", type=_Registered(_preset_names), default=None,
+              help="Reset the demo workspace's settings to this preset (a new one starts from `fast`, the "
+                   "pretrained backbone frozen; `cpu`: the tiny networks, a quicker smoke test).")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one setting of the demo's WS/avfix.toml (repeatable).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def demo(workspace: Path, videos_per_class: int | None, settings: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+def demo(workspace: Path, videos_per_class: int | None, preset: str | None, settings: tuple[str, ...], quiet: bool,
+         as_json: bool) -> None:
     """Generate a small tagged audio-visual data set with known object positions, run the whole DAG on
     the CPU, and report where the minutes went and the pseudo-label and prediction scores (NSS, CC,
     AUC-Judd) next to the centre-bias baseline; overlay videos go to WS/overlays/.
 
-    Example: avfix demo --workspace demo-workspace --videos 8
+    Example: avfix demo --workspace demo-workspace --videos 8   (avfix demo --preset cpu: a quicker smoke test)
     """
     from pipeline.workspace.demo import DemoConfig, run_demo
 
     try:
-        config = DemoConfig(settings=settings, **({} if videos_per_class is None else {"videos_per_class": videos_per_class}))
+        config = DemoConfig(settings=settings, preset=preset,
+                            **({} if videos_per_class is None else {"videos_per_class": videos_per_class}))
     except ValueError as exc:
         raise _usage_line(str(exc)) from exc
     summary = run_demo(workspace, config, progress=not quiet, echo=lambda text: click.echo(text, err=as_json))

@@ -33,10 +33,12 @@ from pipeline.synth.generate import SynthConfig, generate
 from pipeline.synth.truth import TRUTH_FILE, TruthTrack, read_truth
 from pipeline.workspace.config import Overrides, config_path
 from pipeline.workspace.dag import RunRequest, run_dag
+from pipeline.workspace.presets import FAST_ON_CPU, PRESET_NAMES
 from stores import features as fstore
 from stores import pseudo as pstore
 
 METRICS = ("NSS", "CC", "AUC-J")
+DEMO_PRESET = FAST_ON_CPU  # the demo shows the real method, pretrained, as a CPU runs it
 PREDICTION_ROW, CENTER_ROW, PSEUDO_ROW = "predictions", "center", "pseudo-GT"
 REPORT_MD, REPORT_JSON = "demo_report.md", "demo_report.json"
 
@@ -56,12 +58,14 @@ class DemoConfig:
     distractors: int = 2
     seed: int = 0
     test_seed: int = 1
-    preset: str = "fast"  # the real method on a CPU; "cpu": the tiny networks (a faster smoke test)
+    # None: `fast` (the real method as a CPU runs it) on a new workspace, then what its avfix.toml says;
+    # a name resets the workspace's settings to that preset ("cpu": the tiny networks, a faster smoke test).
+    preset: str | None = None
     pseudolabel_epochs: int = 6
     train_epochs: int = 6
-    # Torch intra-op threads (0: torch's default, every core). The pretrained backbone's convolutions
-    # use both cores of the CI machine; the `cpu` preset's tiny ones ran faster on one (README: "avfix demo").
-    torch_threads: int = 0
+    # Torch intra-op threads (0: torch's default, every core; None: the preset's). The pretrained
+    # backbone's convolutions use both cores of the CI machine.
+    torch_threads: int | None = 0
     workers: int = 1  # dask workers for decoding
     overlay: bool = True
     settings: tuple[str, ...] = field(default_factory=tuple)  # further --set overrides of WS/avfix.toml
@@ -70,6 +74,8 @@ class DemoConfig:
         if self.videos_per_class < 2 or self.test_videos_per_class < 1:
             raise ValueError("the demo needs at least 2 training videos per class (one is held out for "
                              "validation) and 1 test video per class")  # fmt: skip
+        if self.preset is not None and self.preset not in PRESET_NAMES:
+            raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
 
     def synth(self, test: bool) -> SynthConfig:
         return SynthConfig(
@@ -83,11 +89,12 @@ class DemoConfig:
         settings = (
             f"extract.size={self.size}", f"pseudolabel.train.epochs={self.pseudolabel_epochs}",
             f"train.epochs={self.train_epochs}", f"predict.overlay={str(self.overlay).lower()}",
-            f"run.torch_threads={self.torch_threads}", 'evaluate.baselines=["center"]',
-        ) + self.settings  # fmt: skip
+            'evaluate.baselines=["center"]',
+        ) + (() if self.torch_threads is None else (f"run.torch_threads={self.torch_threads}",)) + self.settings  # fmt: skip
+        preset = self.preset if self.preset is not None else DEMO_PRESET if first_run else None
         return Overrides(
             videos=videos / "train", predict_videos=videos / "test", fixations=videos / "test" / TRUTH_FILE,
-            fixations_layout="csv", preset=self.preset if first_run else None, workers=self.workers, settings=settings,
+            fixations_layout="csv", preset=preset, workers=self.workers, settings=settings,
         )  # fmt: skip
 
 

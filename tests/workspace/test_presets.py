@@ -68,3 +68,27 @@ def test_avfix_run_prints_the_run_line_of_each_torch_stage_it_runs(tmp_path, mon
             echo=lines.append)  # fmt: skip
     assert f"pseudolabel: preset cpu ([run] preset in {tmp_path / 'ws' / 'avfix.toml'}), device cpu " \
            "(auto: no CUDA GPU found)" in lines  # fmt: skip
+
+
+def test_the_demo_starts_from_fast_keeps_the_workspace_s_preset_and_resets_it_when_asked(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    from pipeline.workspace.config import config_path, load_config, write_config
+    from pipeline.workspace.demo import DemoConfig
+
+    ws = tmp_path / "ws"
+    first = load_config(ws, DemoConfig().overrides(ws, first_run=True)).config
+    assert (first.run.preset, first.run.torch_threads) == ("fast", 0)
+    assert first.pseudolabel.frozen and first.train.frozen_backbone
+    ws.mkdir()
+    write_config(config_path(ws), preset_defaults("cpu"))  # a workspace someone switched to cpu
+    # A later run keeps what the workspace's file says ...
+    assert load_config(ws, DemoConfig().overrides(ws, first_run=False)).config.pseudolabel.backbone == "tiny"
+    # ... unless --preset resets it.
+    again = load_config(ws, DemoConfig(preset="fast").overrides(ws, first_run=False)).config
+    assert again.run.preset == "fast" and again.pseudolabel.frozen
+    with pytest.raises(ValueError, match="preset must be one of paper, fast, cpu, got 'tiny'"):
+        DemoConfig(preset="tiny")
+    result = CliRunner().invoke(main, ["demo", "-w", str(ws), "--preset", "tiny"])
+    assert result.exit_code == 2 and "'tiny' is not one of 'paper', 'fast', 'cpu'" in result.output
