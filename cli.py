@@ -274,7 +274,7 @@ def synth(
          help="finetune: train the backbone with each classifier (the paper's); frozen: run the pretrained "
               "backbone once per frame, cache its maps and train the heads alone.")
 @setting("--device", key="pseudolabel.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
-@setting("--threads", key="pseudolabel.threads", type=int, help="Torch CPU threads (0: torch's choice).  [default: 1]")
+@setting("--threads", key="pseudolabel.threads", type=int, help="Torch CPU threads (0: torch's choice).  [default: 1; the fast preset: 0]")
 @setting("--epochs", key="pseudolabel.train.epochs", type=int, help="Epochs per classifier (early stop on validation).")
 @setting("--steps", key="pseudolabel.train.max_steps", type=int, help="Cap on training steps per classifier.")
 @setting("--batch-size", key="pseudolabel.train.batch_size", type=int)
