@@ -67,12 +67,14 @@ def test_the_pseudolabel_estimate_weighs_the_classifiers_after_by_their_cost(tmp
 
     tuned = replace(preset_config("paper", "pseudolabel"), coarse_size=100, fine_size=200)
     trainer = ClassifierTrainer(tmp_path, tuned, None, [], [], torch.device("cpu"), print, Progress(enabled=False))
-    # Fine-tuned, after S_coarse (1 frame of 100²): ST_coarse 3, SA_coarse 1, S_fine 4, ST_fine 12, SA_fine 4.
-    text = trainer._estimate("S_coarse", 1.0, 60)
-    assert text.startswith("S_coarse: 1.00 s/batch here: up to 60 s for its 60 batches; about 25 min with the "
-                           "5 classifiers after it (early stopping often ends sooner)")  # fmt: skip
+    # Fine-tuned, after S_coarse (1 frame of 100²), in pixels: ST_coarse 3, SA_coarse 1, S_fine 4, ST_fine 12,
+    # SA_fine 4; their cost, pixels^1.5: 5.196 + 1 + 8 + 41.57 + 8 = 63.77 S_coarse batches each.
+    text = trainer._estimate("S_coarse", 1.0, 30)
+    assert text.startswith("S_coarse: 1.00 s/batch here: up to 30 s for its 30 batches; about 32 min with the "
+                           "5 classifiers after it (early stopping often ends sooner)")  # 30 + 30 x 63.77 s
     assert "--preset fast" not in text
-    assert "--preset fast" in trainer._estimate("S_coarse", 1.0, 600)  # 4.2 h on a CPU
+    assert "about 65 min" in trainer._estimate("S_coarse", 1.0, 60)
+    assert "--preset fast" in trainer._estimate("S_coarse", 1.0, 60)  # over an hour on a CPU
     frozen = ClassifierTrainer(tmp_path, replace(tuned, backbone_mode="frozen"), None, [], [], torch.device("cpu"),
                                print, Progress(enabled=False))  # fmt: skip
     assert "about 6 min with the 5 classifiers after it" in frozen._estimate("S_coarse", 1.0, 60)
