@@ -3,9 +3,10 @@
 1. `avfix synth` writes a training set (DemoConfig: classes x videos, each class an object with its own
    look and sound moving over clutter among silent distractors, the sounding object's true position
    saved) and a held-out test set (another seed) into WS/videos/.
-2. `avfix run` (pipeline.dag) with the `fast` preset — the pretrained EfficientNet-Lite0, frozen, its
-   maps cached, as a researcher runs it on a CPU: extract -> pseudolabel -> train on the training set, predict (with overlay videos) on the test set, evaluate against the test set's truth.csv with
-   the centre-bias baseline.
+2. `avfix run` (pipeline.dag) with the `fast` preset (a new workspace; `--preset` picks another) — the
+   pretrained EfficientNet-Lite0, frozen, its maps cached, as a researcher runs it on a CPU: extract ->
+   pseudolabel -> train on the training set, predict (with overlay videos) on the test set, evaluate
+   against the test set's truth.csv with the centre-bias baseline.
 3. The pseudo-labels of the training set are scored against the true positions (NSS and AUC-Judd
    against the object's centre pixel, CC against a Gaussian of half its radius, at the map size, the
    centre bias scored on the same frames); the predictions' scores come from evaluate's report.
