@@ -51,16 +51,19 @@ class CacheBuilder:
         return dict(attrs.parts) if attrs is not None and attrs.fingerprint == video.layout_key else {}
 
     def ensure(self, names: tuple[str, ...], videos: list[tuple[CachedVideo, str]],
-               compute: Callable[[CachedVideo, slice], dict[str, np.ndarray]], unit: str) -> None:  # fmt: skip
+               compute: Callable[[CachedVideo], Callable[[slice], dict[str, np.ndarray]]], unit: str) -> None:  # fmt: skip
         """Compute the parts `names` (one pass gives all of them) of each (video, key) for which any of
-        them has another recorded key."""
-        todo = [(video, key) for video, key in videos if any(self.parts(video).get(n) != key for n in names)]
+        them has another recorded key. `compute(video)` opens what the video's blocks are read from and
+        returns the function of a block of frames."""
+        recorded = {video.video_id: self.parts(video) for video, _ in videos}
+        todo = [(video, key) for video, key in videos if any(recorded[video.video_id].get(n) != key for n in names)]
         if not todo:
             return
         bar = self.progress.bar(sum(video.n_frames for video, _ in todo), f"cache {', '.join(names)}", unit)
         for video, key in todo:
             group = self._group(video)
-            parts = {name: value for name, value in self.parts(video).items() if name not in names}
+            parts = {name: value for name, value in recorded[video.video_id].items() if name not in names}
+            compute_block = compute(video)
             self.schema.update_video(group, parts=parts, status=zarr_io.STATUS_IN_PROGRESS)
             for name in names:
                 if tuple(group[name].shape) != tuple(video.shapes[name]):
@@ -70,7 +73,7 @@ class CacheBuilder:
             step = chunk_rows * max(1, self.block_rows // chunk_rows)
             for start in range(0, video.n_frames, step):
                 block = slice(start, min(start + step, video.n_frames))
-                rows = compute(video, block)
+                rows = compute_block(block)
                 for name in names:
                     writers[name].write(start, rows[name])
                 bar.update(block.stop - block.start)

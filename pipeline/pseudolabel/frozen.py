@@ -89,14 +89,19 @@ class ScamCache:
         return CachedVideo(info.video_id, info.n_frames, layout_key, self.layout.shapes(info.n_frames))
 
     def _ensure(self, what: str, videos: list[VideoInfo], key: Callable[[VideoInfo], str],
-                compute: Callable[[VideoInfo, slice], np.ndarray], unit: str) -> None:  # fmt: skip
+                compute: Callable[[VideoInfo, fstore.VideoReader, slice], np.ndarray], unit: str) -> None:  # fmt: skip
+        """`compute(info, reader, block)`: the rows of `what` for a block of the video's frames."""
         by_id = {info.video_id: info for info in videos}
-        self.builder.ensure((what,), [(self._cached(info), key(info)) for info in videos],
-                            lambda video, block: {what: compute(by_id[video.video_id], block)}, unit)  # fmt: skip
+
+        def per_video(video: CachedVideo) -> Callable[[slice], dict[str, np.ndarray]]:
+            info, reader = by_id[video.video_id], fstore.VideoReader(self.features_path, video.video_id)
+            return lambda block: {what: compute(info, reader, block)}
+
+        self.builder.ensure((what,), [(self._cached(info), key(info)) for info in videos], per_video, unit)
 
     def ensure_coarse(self, videos: list[VideoInfo]) -> None:
-        def compute(info: VideoInfo, block: slice) -> np.ndarray:
-            frames = fstore.VideoReader(self.features_path, info.video_id).read("frames", block.start, block.stop)
+        def compute(info: VideoInfo, reader: fstore.VideoReader, block: slice) -> np.ndarray:
+            frames = reader.read("frames", block.start, block.stop)
             images = resize(to_chw_float(torch.from_numpy(frames).to(self.device)), self.config.coarse_size)
             return self._maps(images)
 
@@ -107,8 +112,8 @@ class ScamCache:
                     boxes_key: Callable[[VideoInfo], str]) -> None:  # fmt: skip
         """`boxes[video]`: (T, 4) selection boxes in stored-frame pixels and (T,) whether each is valid."""
 
-        def compute(info: VideoInfo, block: slice) -> np.ndarray:
-            frames = fstore.VideoReader(self.features_path, info.video_id).read("frames", block.start, block.stop)
+        def compute(info: VideoInfo, reader: fstore.VideoReader, block: slice) -> np.ndarray:
+            frames = reader.read("frames", block.start, block.stop)
             images = to_chw_float(torch.from_numpy(frames).to(self.device))
             frame_boxes, valid = boxes[info.video_id]
             box = torch.from_numpy(frame_boxes[block]).long().to(self.device)
@@ -127,11 +132,11 @@ class ScamCache:
             encoder.eval()
 
         @torch.no_grad()
-        def compute(info: VideoInfo, block: slice) -> np.ndarray:
+        def compute(info: VideoInfo, reader: fstore.VideoReader, block: slice) -> np.ndarray:
             n = block.stop - block.start
             if encoder is None or not info.has_audio:
                 return np.zeros((n, self.layout.embedding), dtype=np.float32)
-            windows = fstore.VideoReader(self.features_path, info.video_id).read("audio", block.start, block.stop)
+            windows = reader.read("audio", block.start, block.stop)
             spectrogram = torch.from_numpy(windows.astype(np.float32)).to(self.device).unsqueeze(1)
             with autocast(self.device):
                 return encoder(spectrogram).embedding.float().cpu().numpy()

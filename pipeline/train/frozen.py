@@ -11,6 +11,7 @@ weights, the input size and the video's features are those they were computed fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +52,18 @@ def build_level_cache(workspace: Path, config: STATrainConfig, backbone: VisualB
                              {name: (video.n_frames, *shape) for name, shape in shapes.items()})  # fmt: skip
         todo.append((cached, zarr_io.fingerprint(["sta levels", config.input_size, attrs.fingerprint])))
 
-    @torch.no_grad()
-    def compute(video: CachedVideo, block: slice) -> dict[str, np.ndarray]:
-        frames = fstore.VideoReader(features_path, video.video_id).read(fstore.FRAMES.name, block.start, block.stop)
-        images = resize_images(torch.from_numpy(frames).to(device), config.input_size)  # as validation resizes
-        with autocast(device, config.amp):
-            levels = backbone.forward_levels(backbone.normalize(images))
-        return {name: levels[name].half().cpu().numpy() for name in LEVELS}
+    def compute(video: CachedVideo) -> Callable[[slice], dict[str, np.ndarray]]:
+        reader = fstore.VideoReader(features_path, video.video_id)
+
+        @torch.no_grad()
+        def levels_of(block: slice) -> dict[str, np.ndarray]:
+            frames = reader.read(fstore.FRAMES.name, block.start, block.stop)
+            images = resize_images(torch.from_numpy(frames).to(device), config.input_size)  # as validation resizes
+            with autocast(device, config.amp):
+                levels = backbone.forward_levels(backbone.normalize(images))
+            return {name: levels[name].half().cpu().numpy() for name in LEVELS}
+
+        return levels_of
 
     builder.ensure(LEVELS, todo, compute, "frame")
     zarr_io.consolidate(path)

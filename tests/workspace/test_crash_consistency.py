@@ -103,8 +103,12 @@ CASES = [
 @pytest.mark.parametrize("name, fault", CASES, ids=[f"{c[0]} {c[1]}" for c in CASES])
 def test_a_stopped_stage_rerun_ends_equal_to_an_uninterrupted_run(snapshots, name, fault):
     live, taken = snapshots
-    before = taken[NAMES[NAMES.index(name) - 1]] if NAMES.index(name) else taken[""]
-    _restore(live, before)
+    stop_rerun_and_compare(live, taken, name, fault)
+
+
+def stop_rerun_and_compare(live: Path, taken: dict[str, Path], name: str, fault: str) -> None:
+    """Stop `name` with `fault` from its upstream's snapshot, rerun it, compare with the uninterrupted run."""
+    _restore(live, taken[NAMES[NAMES.index(name) - 1]] if NAMES.index(name) else taken[""])
     env = {**os.environ, faults.ENV: fault, "OMP_NUM_THREADS": "1"}
     stopped = subprocess.run(command(name, live), cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
                              preexec_fn=interruptible)  # fmt: skip
@@ -128,15 +132,7 @@ FROZEN_CASES = [
 @pytest.mark.parametrize("name, fault", FROZEN_CASES, ids=[f"{c[0]} {c[1]}" for c in FROZEN_CASES])
 def test_a_stopped_frozen_backbone_stage_rerun_ends_equal_to_an_uninterrupted_run(frozen_snapshots, name, fault):
     live, taken = frozen_snapshots
-    _restore(live, taken[NAMES[NAMES.index(name) - 1]])
-    env = {**os.environ, faults.ENV: fault, "OMP_NUM_THREADS": "1"}
-    stopped = subprocess.run(command(name, live), cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                             preexec_fn=interruptible)  # fmt: skip
-    expected_code = -signal.SIGKILL if fault.startswith("KILL") else 130
-    assert stopped.returncode == expected_code, (stopped.returncode, stopped.stdout[-800:], stopped.stderr[-2000:])
-    summary = run_stage(name, live / "ws", Overrides(), progress=False)
-    assert summary.ok, summary.line()
-    assert_outputs_equal(name, live / "ws", taken[name] / "ws")
+    stop_rerun_and_compare(live, taken, name, fault)
 
 
 def assert_outputs_equal(name: str, got: Path, expected: Path) -> None:
