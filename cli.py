@@ -399,7 +399,7 @@ def _frame_size(text: str) -> tuple[int, int]:
 @setting("--images", "images_dir", key="evaluate.images_dir", type=click.Path(path_type=Path),
          help="Images folder of the images layout.  [default: stimuli/ beside the CSV]")
 @setting("--shuffle", key="evaluate.shuffle", type=click.Choice(["auto", "same-video", "other-images", "random-10"]),
-         help="Shuffled-AUC negatives; auto: same-video for videos, other-images for images.")
+         help="Shuffled-AUC negatives; auto: same-video for videos (STAViS), random-10 for images (MIT).")
 @setting("--sigma", key="evaluate.density.sigma", type=float, help="σ of the fixation density (CSV and images layouts).  [default: 0.03]")
 @setting("--sigma-unit", key="evaluate.density.unit", type=click.Choice(["frac", "px", "deg"]),
          help="frac: of the frame's longer side; deg needs --ppd.  [default: frac]")

@@ -15,11 +15,17 @@ from pipeline.evaluate import fixations as fx
 from pipeline.evaluate.cache import CACHE_NAME
 
 SHUFFLE_VARIANTS: dict[str, str] = {
-    "same-video": "fixations of every frame of the same video, minus the current frame's fixated pixels (STAViS)",
-    "other-images": "fixations of every other image of the set, rescaled to this image's size",
-    "random-10": "fixations of 10 randomly chosen other images of the set (seeded), rescaled (MIT benchmark)",
+    "same-video": "the fixated pixels of every frame of the same video, minus the current frame's, each pixel "
+                  "once (STAViS `createShuffmap1.m`)",
+    "random-10": "the fixated pixels of 10 other images of the set (chosen per image, seeded), rescaled to this "
+                 "image's size, each pixel once (MIT benchmark: `otherMap` is the union of 10 fixation maps)",
+    "other-images": "every fixation of every other image of the set, rescaled to this image's size, drawn per "
+                    "fixation (a pixel fixated n times is n negatives)",
 }
-_SHUFFLE_FOR_LAYOUT = {"stavis": ("same-video",), "csv": ("same-video",), "images": ("other-images", "random-10")}
+# The first variant of a layout is its default: what the STAViS code (videos) and the MIT benchmark
+# (images) use. A pool of distinct pixels from a large union is less central than real fixations (the
+# popular spots collapse), so for `other-images` each fixation is a negative of its own.
+_SHUFFLE_FOR_LAYOUT = {"stavis": ("same-video",), "csv": ("same-video",), "images": ("random-10", "other-images")}
 SIGMA_UNITS: tuple[str, ...] = ("frac", "px", "deg")
 
 
@@ -64,7 +70,8 @@ SCORES = "scores"  # the settings a score depends on (they enter every cached un
 @dataclass(frozen=True)
 class EvaluateConfig:
     # Bumped when a score changes for the same maps, fixations and settings (it enters the cache keys).
-    ALGORITHM_VERSION: ClassVar[int] = 1
+    # 2: draws per item shared by every row, other-images negatives with multiplicity, exact min-max.
+    ALGORITHM_VERSION: ClassVar[int] = 2
 
     layout: str = output_setting("auto")
     maps: tuple[Path, ...] = path_setting(())
@@ -80,7 +87,8 @@ class EvaluateConfig:
     shuffle_splits: int = output_setting(metrics.SHUFFLED_AUC_SPLITS, scope=(SCORES,))
     seed: int = output_setting(0, scope=(SCORES,))
     baseline: base.BaselineConfig = output_setting(default_factory=base.BaselineConfig, scope=(SCORES,))
-    batch_pixels: int = output_setting(1 << 21, scope=(SCORES,))  # batches decide the random streams
+    # Pixels scored per batch. Draws are made per item, so the batches change no score.
+    batch_pixels: int = run_setting(1 << 21)
     examples: int = output_setting(4)
     device: str = device_setting("auto")
     # Torch CPU threads of the stage (0: torch's own choice). The metrics run on cache-sized slices

@@ -33,7 +33,8 @@ class ModelMaps(Protocol):
     description: str
 
     def video_size(self, dataset: str, video: str) -> tuple[int, int] | None: ...
-    def stamp(self, dataset: str, unit: str) -> str: ...
+    def stamp(self, dataset: str, unit: str) -> str: ...  # changes when a video's maps do
+    def image_stamps(self, names: list[str]) -> list[str]: ...  # per image: changes when its map does
     def frames(self, dataset: str, video: str, frames: list[int]) -> list[np.ndarray | None]: ...
     def images(self, names: list[str]) -> list[np.ndarray | None]: ...
 
@@ -82,6 +83,9 @@ class PredictionsStoreMaps:
         ]
 
     def images(self, names: list[str]) -> list[np.ndarray | None]:
+        raise EvaluateError(f"{self.path}: a predictions store holds videos, not image maps")
+
+    def image_stamps(self, names: list[str]) -> list[str]:
         raise EvaluateError(f"{self.path}: a predictions store holds videos, not image maps")
 
 
@@ -135,9 +139,11 @@ class FolderMaps:
         return None
 
     def stamp(self, dataset: str, unit: str) -> str:
-        paths = list(self._frames_of(dataset, unit).values()) if unit != "#images" else list(self._images().values())
-        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-        return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        return _file_stamp(list(self._frames_of(dataset, unit).values()))
+
+    def image_stamps(self, names: list[str]) -> list[str]:
+        index = self._images()
+        return [_file_stamp([index[Path(name).stem]]) if Path(name).stem in index else "absent" for name in names]
 
     def frames(self, dataset: str, video: str, frames: list[int]) -> list[np.ndarray | None]:
         index = self._frames_of(dataset, video)
@@ -164,6 +170,11 @@ class FolderMaps:
         except OSError as error:
             self.problems.fail(path, f"unreadable map, counted as missing ({error})")
             return None
+
+
+def _file_stamp(paths: list[Path]) -> str:
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def open_map_sources(paths: tuple[Path, ...], workspace: Path, layout: str, problems: fx.Problems) -> list[ModelMaps]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ import numpy as np
 from models.metrics import FIXATION_METRICS, LOWER_IS_BETTER, METRICS
 from pipeline import __version__
 from pipeline.common.files import write_text_atomic
+from pipeline.evaluate import paired
+from pipeline.evaluate import plots as plots_of
 
 PLOTS_DIR = "plots"
 
@@ -165,6 +166,12 @@ def build_report(results: list[dict[str, Any]], settings: dict[str, Any], proble
             cam_top = {k: v for u in units for k, v in (u.get("cam_top") or {}).items() if v}
             if cam_top:
                 entry["cam_top_classes"] = cam_top
+        compared = entry["videos"] if result["kind"] == "videos" else records
+        entry["paired"] = {
+            "over": "videos" if result["kind"] == "videos" else "images", "resamples": paired.RESAMPLES,
+            "confidence": paired.CONFIDENCE, "seed": settings["seed"],
+            "pairs": paired.paired_table(compared, rows, settings["seed"]) if len(rows) > 1 else [],
+        }  # fmt: skip
         entry["items"] = records
         datasets.append(entry)
     return {
@@ -251,12 +258,39 @@ def _dataset_markdown(dataset: dict[str, Any], rows: list[str], plots: list[str]
     lines = [title, "", f"s-AUC variant: `{dataset['shuffle']}`. {how}", "",
              *summary_table(dataset["summary"], rows), ""]
     lines += _counts_markdown(counts, dataset, rows)
+    if dataset["paired"]["pairs"]:
+        lines += ["", *paired_markdown(dataset["paired"])]
     if dataset.get("cam_top_classes"):
         common = Counter(c for c, _ in dataset["cam_top_classes"].values()).most_common(8)
         lines += ["", "CAM baseline, most frequent top-1 ImageNet classes: "
                   + ", ".join(f"{name} ({n})" for name, n in common) + "."]
     if plots:
         lines += [""] + [f"![{Path(p).stem}]({p})" for p in plots]
+    return lines
+
+
+def _difference_cell(stats: dict[str, Any] | None) -> str:
+    if stats is None:
+        return "n/a"
+    mark = " ★" if stats["significant"] else ""
+    return f"{stats['difference']:+.3f} [{stats['low']:+.3f}, {stats['high']:+.3f}]{mark}"
+
+
+def paired_markdown(comparison: dict[str, Any]) -> list[str]:
+    over = comparison["over"]
+    lines = [
+        f"Paired differences a − b, mean over {over} where both rows have a score, with a "
+        f"{comparison['confidence']:.0%} percentile-bootstrap interval ({comparison['resamples']:,} resamples of "
+        f"the {over}, seed {comparison['seed']}, the same resamples for every pair and metric). "
+        "★: the interval excludes 0, so the lead is unlikely to be chance on this set "
+        "(higher is better except KLD).",
+        "",
+        "| a − b | " + " | ".join(f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in METRICS) + " |",
+        "|" + "---|" * (len(METRICS) + 1),
+    ]
+    for pair in comparison["pairs"]:
+        cells = [_difference_cell(pair["metrics"][m]) for m in METRICS]
+        lines.append(f"| {pair['a']} − {pair['b']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -284,87 +318,6 @@ def _counts_markdown(counts: dict[str, Any], dataset: dict[str, Any], rows: list
     return lines
 
 
-# --- plots -----------------------------------------------------------------------------------------------
-
-
-def _pyplot():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_metric_bars(dataset: dict[str, Any], rows: list[str], path: Path) -> None:
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(3.0 * len(METRICS), 3.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for axis, metric in zip(axes, METRICS):
-        means = [dataset["summary"][row][metric]["mean"] for row in rows]
-        stds = [dataset["summary"][row][metric]["std"] for row in rows]
-        heights = [m if m is not None else 0.0 for m in means]
-        errors = [s if s is not None else 0.0 for s in stds]
-        axis.bar(range(len(rows)), heights, yerr=errors, capsize=3,
-                 color=[colours[i % len(colours)] for i in range(len(rows))])
-        axis.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize=8)
-        axis.set_title(f"{metric} {'↓' if metric in LOWER_IS_BETTER else '↑'}")
-    figure.suptitle(f"{dataset['name']}: mean ± std over {'videos' if dataset['kind'] == 'videos' else 'images'}")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def _distribution_values(dataset: dict[str, Any], row: str, metric: str) -> list[float]:
-    if dataset["kind"] == "videos":
-        return [v["scores"][row][metric] for v in dataset["videos"] if v["scores"][row][metric] is not None]
-    return [r["scores"][row][metric] for r in dataset["items"] if r["scores"][row][metric] is not None]
-
-
-def plot_distributions(dataset: dict[str, Any], rows: list[str], path: Path) -> None:
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, len(METRICS), figsize=(3.0 * len(METRICS), 3.2))
-    for axis, metric in zip(axes, METRICS):
-        data = [_distribution_values(dataset, row, metric) for row in rows]
-        # boxplot needs at least one value per box; an empty row is drawn as an empty box position.
-        axis.boxplot([d if d else [math.nan] for d in data], showmeans=True)
-        axis.set_xticks(range(1, len(rows) + 1), rows, rotation=30, ha="right", fontsize=8)
-        axis.set_title(metric)
-    figure.suptitle(f"{dataset['name']}: per-{'video' if dataset['kind'] == 'videos' else 'image'} scores")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def plot_examples(dataset: dict[str, Any], rows: list[str], examples: list[dict[str, Any]], path: Path) -> None:
-    """Per example: the ground-truth density, then every row's map, each with the fixations drawn."""
-    plt = _pyplot()
-    n_cols = len(rows) + 1
-    figure, axes = plt.subplots(len(examples), n_cols, figsize=(2.6 * n_cols, 2.3 * len(examples)), squeeze=False)
-    for line, example in zip(axes, examples):
-        panels = [("fixations", example["density"], None)] + [(row, example["maps"].get(row), row) for row in rows]
-        for axis, (title, heat, row) in zip(line, panels):
-            if example["background"] is not None:
-                axis.imshow(example["background"])
-                if heat is not None:
-                    axis.imshow(heat, cmap="jet", alpha=0.5)
-            elif heat is not None:
-                axis.imshow(heat, cmap="gray" if row is None else "jet")
-            points = example["points"]
-            if len(points):
-                axis.scatter(points[:, 0], points[:, 1], s=6, c="white", edgecolors="black", linewidths=0.4)
-            if row is not None:
-                nss = example["scores"].get(row, {}).get("NSS")
-                title = f"{row}\nNSS {nss:.2f}" if nss is not None else f"{row}\n(no map)"
-            else:
-                title = f"{example['id']}"
-            axis.set_title(title, fontsize=7)
-            axis.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 # --- writing -----------------------------------------------------------------------------------------------
 
 
@@ -378,11 +331,14 @@ def write_report(report: dict[str, Any], workspace: Path, examples: list[list[di
     for dataset, dataset_examples in zip(report["datasets"], examples):
         slug = _slug(dataset["name"])
         paths = [plots_dir / f"{slug}_metrics.png", plots_dir / f"{slug}_distributions.png"]
-        plot_metric_bars(dataset, rows, paths[0])
-        plot_distributions(dataset, rows, paths[1])
+        plots_of.plot_metric_bars(dataset, rows, paths[0])
+        plots_of.plot_distributions(dataset, rows, paths[1])
+        if dataset["paired"]["pairs"]:
+            paths.append(plots_dir / f"{slug}_paired.png")
+            plots_of.plot_paired(dataset, paths[-1])
         if dataset_examples:
             paths.append(plots_dir / f"{slug}_examples.png")
-            plot_examples(dataset, rows, dataset_examples, paths[-1])
+            plots_of.plot_examples(dataset, rows, dataset_examples, paths[-1])
         dataset["plots"] = [f"{PLOTS_DIR}/{p.name}" for p in paths]
         plots[dataset["name"]] = dataset["plots"]
         written += [str(p) for p in paths]

@@ -34,7 +34,7 @@ class TruthBatch:
     points: list[np.ndarray]  # per item, (K, 2) x, y inside the frame
     fixations: Tensor  # (B, H, W) bool
     density: Tensor  # (B, H, W) float64
-    other: Tensor  # (B, H, W) bool: negatives of the shuffled AUC
+    other: Tensor  # (B, H, W) negatives of the shuffled AUC: bool (each pixel once) or int (fixation counts)
     rgb: list[np.ndarray] | None = None  # images layout, when a CAM baseline needs them
 
 
@@ -52,6 +52,12 @@ def _pad_points(points: list[np.ndarray], device: torch.device) -> tuple[Tensor,
 def fixation_tensors(points: list[np.ndarray], size: tuple[int, int], device: torch.device) -> Tensor:
     packed, valid = _pad_points(points, device)
     return metrics.fixation_map(packed, valid, size)
+
+
+def fixation_count_tensors(points: list[np.ndarray], size: tuple[int, int], device: torch.device) -> Tensor:
+    """(B, H, W) int32: how many of each list's points fall on each pixel."""
+    packed, valid = _pad_points(points, device)
+    return metrics.fixation_counts(packed, valid, size)
 
 
 def density_from_points(points: list[np.ndarray], size: tuple[int, int], sigma_px: float,
@@ -88,8 +94,13 @@ def process_maps(raw: list[np.ndarray | None] | Tensor, size: tuple[int, int], p
     status = ["missing"] * batch
     resized = 0
     for shape, (rows, stack) in groups.items():
-        empty = metrics.empty_maps(stack).tolist()
-        processed = metrics.resize_maps(metrics.postprocess_map(stack, post_sigma), size)
+        if stack.shape[0] > 1 and stack.stride(0) == 0:  # one map for every item (the centre bias): once
+            empty = metrics.empty_maps(stack[:1]).tolist() * len(rows)
+            processed = metrics.resize_maps(metrics.postprocess_map(stack[:1], post_sigma), size)
+            processed = processed.expand(len(rows), -1, -1)
+        else:
+            empty = metrics.empty_maps(stack).tolist()
+            processed = metrics.resize_maps(metrics.postprocess_map(stack, post_sigma), size)
         if len(rows) == batch:  # every map present and of one size: no scatter copy
             out = processed
         else:
@@ -116,30 +127,35 @@ def cpu_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def score_maps(truth: TruthBatch, processed: ProcessedMaps, generator: torch.Generator, n_splits: int,
-               no_fixation: np.ndarray, no_density: np.ndarray) -> list[dict[str, float | None]]:
-    """Per item {metric: score or None}; None for absent maps, undefined scores (NaN), and metrics whose
-    ground truth is empty (`no_fixation`: NSS, AUC-J, s-AUC; `no_density`: CC, SIM, KLD)."""
+def score_rows(truth: TruthBatch, processed: dict[str, ProcessedMaps],
+               draws: metrics.Draws) -> dict[str, list[dict[str, float | None]]]:
+    """Per row, per item {metric: score or None}, every row against the same draws. None for absent maps,
+    undefined scores (NaN), and metrics whose ground truth is empty (NSS, AUC-J, s-AUC without a
+    fixation; CC, SIM, KLD with an all-zero density)."""
     batch = len(truth.items)
-    present = [i for i, s in enumerate(processed.status) if s == "ok"]
-    values = {name: np.full(batch, np.nan) for name in metrics.METRICS}
-    if present:
-        def pick(tensor: Tensor) -> Tensor:
-            return tensor if len(present) == batch else tensor[torch.tensor(present, device=tensor.device)]
+    maps = {name: result.maps for name, result in processed.items() if "ok" in result.status}
+    # Cache-sized slices on the CPU; a GPU takes the whole batch in one go.
+    chunk = metrics.CHUNK_PIXELS if truth.density.device.type == "cpu" else truth.density[0].numel() * batch
+    scores = metrics.score_rows(maps, truth.density, truth.fixations, draws, chunk) if maps else {}
+    no_fixation = ~truth.fixations.flatten(1).any(dim=1).cpu().numpy()
+    no_density = ~(truth.density > 0).flatten(1).any(dim=1).cpu().numpy()
+    out = {}
+    for name, result in processed.items():
+        absent = np.array([status != "ok" for status in result.status])
+        values = {}
+        for metric in metrics.METRICS:
+            array = scores[name][metric].cpu().numpy().copy() if name in scores else np.full(batch, np.nan)
+            array[absent | (no_fixation if metric in metrics.FIXATION_METRICS else no_density)] = np.nan
+            values[metric] = array
+        out[name] = [{metric: _finite_or_none(values[metric][i]) for metric in metrics.METRICS} for i in range(batch)]
+    return out
 
-        # Cache-sized slices on the CPU; a GPU takes the whole batch in one go.
-        chunk = metrics.CHUNK_PIXELS if processed.maps.device.type == "cpu" else processed.maps[0].numel() * batch
-        scores = metrics.all_metrics(
-            pick(processed.maps), pick(truth.density), pick(truth.fixations), pick(truth.other),
-            generator=generator, n_splits=n_splits, chunk_pixels=chunk,
-        )  # fmt: skip
-        for name, tensor in scores.items():
-            values[name][present] = tensor.cpu().numpy()
-    for name in metrics.FIXATION_METRICS:
-        values[name][no_fixation] = np.nan
-    for name in metrics.DENSITY_METRICS:
-        values[name][no_density] = np.nan
-    return [{name: _finite_or_none(values[name][i]) for name in metrics.METRICS} for i in range(batch)]
+
+def item_draws(truth: TruthBatch, seed_parts: tuple, n_splits: int) -> metrics.Draws:
+    """The batch's random draws, one generator per item seeded by the item's identity: an item gets the
+    same negatives and noise whatever batch it is scored in, and every row is scored against them."""
+    generators = [_generator(*seed_parts, item.item_id) for item in truth.items]
+    return metrics.draw(truth.fixations, truth.other, n_splits, generators)
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -196,7 +212,7 @@ def method_maps(context: EvaluateContext, truth: TruthBatch,
     return out, cam_top
 
 
-def score_batch(context: EvaluateContext, truth: TruthBatch, load: Any, generator_parts: tuple,
+def score_batch(context: EvaluateContext, truth: TruthBatch, load: Any, seed_parts: tuple,
                 unit: dict[str, Any]) -> None:
     """Score every row on one batch; append the per-item records and counts to `unit`."""
     processed, cam_top = method_maps(context, truth, load)
@@ -206,11 +222,8 @@ def score_batch(context: EvaluateContext, truth: TruthBatch, load: Any, generato
     records = unit["records"]
     n_fixations = truth.fixations.flatten(1).sum(dim=1).tolist()
     empty_density = (~(truth.density > 0).flatten(1).any(dim=1)).cpu().numpy()
-    no_fixation = np.asarray(n_fixations) == 0
-    per_row = {}
+    per_row = score_rows(truth, processed, item_draws(truth, seed_parts, context.config.shuffle_splits))
     for name, maps in processed.items():
-        per_row[name] = score_maps(truth, maps, _generator(*generator_parts, name),
-                                   context.config.shuffle_splits, no_fixation, empty_density)
         resized[name] = resized.get(name, 0) + maps.resized
     for index, item in enumerate(truth.items):
         records.append({

@@ -5,7 +5,9 @@ of its items become the report's example pictures."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -16,7 +18,8 @@ from torch import Tensor
 from pipeline.evaluate import fixations as fx
 from pipeline.evaluate.cache import cache_key, points_digest, truth_stamp
 from pipeline.evaluate.scoring import (
-    EvaluateContext, ProcessedMaps, TruthBatch, density_from_points, fixation_tensors, method_maps, score_batch,
+    EvaluateContext, ProcessedMaps, TruthBatch, density_from_points, fixation_count_tensors, fixation_tensors,
+    method_maps, score_batch,
 )  # fmt: skip
 
 # --- videos -----------------------------------------------------------------------------------------------
@@ -95,7 +98,7 @@ def _score_video(dataset: fx.VideoDataset, video: fx.VideoFixations, context: Ev
         if truth is not None:
             frames_of = [item.frame for item in truth.items]
             score_batch(context, truth, lambda s, f=frames_of: s.frames(dataset.name, video.video, f),
-                        (config.seed, dataset.name, video.video, start), unit)
+                        (config.seed, dataset.name), unit)
         context.progress.advance_frames(len(chunk))
     return unit
 
@@ -170,15 +173,64 @@ def image_units(dataset: fx.ImageDataset, batch_pixels: int) -> list[list[fx.Ima
     return units
 
 
+@dataclass
+class ImageNegatives:
+    """Where every image's s-AUC negatives come from: the other images' fixations (variant
+    `other-images`) or those of 10 of them chosen by the seed (`random-10`), rescaled to the image."""
+
+    dataset: fx.ImageDataset
+    shuffle: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        self.by_name = {image.image: image for image in self.dataset.images}
+        self.names = sorted(self.by_name)
+        self.digests = {name: points_digest(image.points) for name, image in self.by_name.items()}
+        # other-images uses every image: one digest of all of them serves every key
+        self.everything = hashlib.sha256(json.dumps(
+            [(name, self.by_name[name].size, self.digests[name]) for name in self.names]).encode()).hexdigest()[:16]
+
+    def sources(self, image: fx.ImageFixations) -> list[str]:
+        others = [name for name in self.names if name != image.image]
+        if self.shuffle == "random-10" and others:
+            digest = hashlib.sha256(f"{self.seed}/{image.image}".encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+            others = sorted(rng.choice(others, size=min(10, len(others)), replace=False).tolist())
+        return others
+
+    def stamp(self, image: fx.ImageFixations) -> Any:
+        """Changes exactly when this image's negatives do (an image's own fixations are stamped apart)."""
+        if self.shuffle == "other-images":
+            return self.everything
+        return [(name, self.by_name[name].size, self.digests[name]) for name in self.sources(image)]
+
+    def points(self, image: fx.ImageFixations) -> np.ndarray:
+        """The negatives as (K, 2) points inside the image, one per fixation."""
+        height, width = image.size
+        scaled = []
+        for name in self.sources(image):
+            other = self.by_name[name]
+            other_h, other_w = other.size
+            scaled.append(other.points * np.array([width / other_w, height / other_h]))
+        if not scaled:
+            return np.zeros((0, 2))
+        return fx.keep_inside(np.concatenate(scaled), image.size)[0]
+
+    def tensor(self, images: list[fx.ImageFixations], device: torch.device) -> Tensor:
+        """(B, H, W) negatives: fixation counts for other-images (each fixation a negative, however many
+        share a pixel), the binary union for random-10 (the MIT benchmark's `otherMap > 0`)."""
+        points = [self.points(image) for image in images]
+        if self.shuffle == "other-images":
+            return fixation_count_tensors(points, images[0].size, device)
+        return fixation_tensors(points, images[0].size, device)
+
+
 def evaluate_images(dataset: fx.ImageDataset, context: EvaluateContext, shuffle: str) -> dict[str, Any]:
     config = context.config
-    all_points = {image.image: (image.points, image.size) for image in dataset.images}
-    names = sorted(all_points)
+    negatives = ImageNegatives(dataset, shuffle, config.seed)
     units: list[dict[str, Any]] = []
     for group in image_units(dataset, config.batch_pixels):
-        stamps = [source.stamp(dataset.name, "#images") for source in context.sources]
-        files = [(i.image, i.path.stat().st_size, i.path.stat().st_mtime_ns, points_digest(i.points)) for i in group]
-        key = cache_key(context.settings_key, dataset.name, dataset.source, files, stamps, len(names))
+        key = _image_group_key(group, dataset, negatives, context)
         context.used_keys.add(key)
         cached = context.cache.get(key)
         if cached is not None:
@@ -186,10 +238,10 @@ def evaluate_images(dataset: fx.ImageDataset, context: EvaluateContext, shuffle:
             context.summary.units_cached += 1
         else:
             unit = {"key": key, "unit": group[0].image, "records": [], "resized": {}, "cam_top": {}}
-            truth = _image_truth_batch(group, all_points, names, shuffle, context, with_rgb=context.cam is not None)
+            truth = _image_truth_batch(group, negatives, context, with_rgb=context.cam is not None)
             if truth is not None:
                 score_batch(context, truth, lambda s, t=truth: s.images([i.image for i in t.items]),
-                            (config.seed, dataset.name, group[0].image), unit)
+                            (config.seed, dataset.name), unit)
             context.cache.put(unit)
             units.append(unit)
             context.summary.units_done += 1
@@ -198,31 +250,23 @@ def evaluate_images(dataset: fx.ImageDataset, context: EvaluateContext, shuffle:
     result = {"dataset": dataset, "kind": "images", "units": units, "n_items": sum(len(u["records"]) for u in units),
               "dropped_outside": context.problems.dropped_outside}
     if config.examples:
-        result["example_data"] = _image_examples(dataset, context, units, all_points, names, shuffle)
+        result["example_data"] = _image_examples(dataset, context, units, negatives)
     return result
 
 
-def _other_points(image: fx.ImageFixations, all_points: dict[str, tuple[np.ndarray, tuple[int, int]]],
-                  names: list[str], shuffle: str, seed: int) -> np.ndarray:
-    """Fixations of the other images that serve as s-AUC negatives, rescaled to this image's size."""
-    others = [name for name in names if name != image.image]
-    if shuffle == "random-10":
-        digest = hashlib.sha256(f"{seed}/{image.image}".encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        others = list(rng.choice(others, size=min(10, len(others)), replace=False)) if others else []
-    height, width = image.size
-    scaled = []
-    for name in others:
-        xy, (other_h, other_w) = all_points[name]
-        scaled.append(xy * np.array([width / other_w, height / other_h]))
-    if not scaled:
-        return np.zeros((0, 2))
-    points = np.concatenate(scaled)
-    return fx.keep_inside(points, image.size)[0]
+def _image_group_key(group: list[fx.ImageFixations], dataset: fx.ImageDataset, negatives: ImageNegatives,
+                     context: EvaluateContext) -> str:
+    """Everything a group's scores depend on: the settings, each image's file, fixations and negatives,
+    and each row's map of it. A change elsewhere in the set leaves the key alone."""
+    names = [image.image for image in group]
+    maps = [source.image_stamps(names) for source in context.sources]
+    images = [(i.image, i.path.stat().st_size, i.path.stat().st_mtime_ns, negatives.digests[i.image],
+               negatives.stamp(i)) for i in group]
+    return cache_key(context.settings_key, dataset.name, dataset.source, images, maps)
 
 
-def _image_truth_batch(group: list[fx.ImageFixations], all_points: dict[str, tuple[np.ndarray, tuple[int, int]]],
-                       names: list[str], shuffle: str, context: EvaluateContext, with_rgb: bool) -> TruthBatch | None:
+def _image_truth_batch(group: list[fx.ImageFixations], negatives: ImageNegatives, context: EvaluateContext,
+                       with_rgb: bool) -> TruthBatch | None:
     rgb: list[np.ndarray] | None = [] if with_rgb else None
     images = []
     for image in group:
@@ -240,21 +284,19 @@ def _image_truth_batch(group: list[fx.ImageFixations], all_points: dict[str, tup
     points = [image.points for image in images]
     fixations = fixation_tensors(points, size, device)
     density = density_from_points(points, size, context.config.density.pixels(size), device)
-    others = [_other_points(image, all_points, names, shuffle, context.config.seed) for image in images]
-    other = fixation_tensors(others, size, device)
     items = [fx.Item(item_id=image.image, image=image.image) for image in images]
-    return TruthBatch(items, size, points, fixations, density, other, rgb)
+    return TruthBatch(items, size, points, fixations, density, negatives.tensor(images, device), rgb)
 
 
 def _image_examples(dataset: fx.ImageDataset, context: EvaluateContext, units: list[dict[str, Any]],
-                    all_points: dict, names: list[str], shuffle: str) -> list[dict[str, Any]]:
+                    negatives: ImageNegatives) -> list[dict[str, Any]]:
     records = [r for u in units for r in u["records"]]
     chosen = _pick_examples(records, context.rows, context.config.examples)
     by_name = {image.image: image for image in dataset.images}
     examples = []
     for record in chosen:
         image = by_name[record["image"]]
-        truth = _image_truth_batch([image], all_points, names, shuffle, context, with_rgb=True)
+        truth = _image_truth_batch([image], negatives, context, with_rgb=True)
         if truth is None:
             continue
         background = truth.rgb[0] if truth.rgb else None

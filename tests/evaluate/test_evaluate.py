@@ -305,7 +305,7 @@ def test_images_layout_baselines_maps_folder_and_counts(tmp_path):
     assert summary.ok and summary.items == 3
     report = json.loads((tmp_path / "ws" / "report.json").read_text())
     scene = report["datasets"][0]
-    assert scene["name"] == "scene" and scene["shuffle"] == "other-images"
+    assert scene["name"] == "scene" and scene["shuffle"] == "random-10"  # the MIT benchmark's, by default
     counts = scene["counts"]
     assert counts["fixations_outside_dropped"] == 1
     assert counts["rows"]["maps"] == {"missing_maps": 1, "empty_maps": 1, "resized_maps": 1,
@@ -316,18 +316,17 @@ def test_images_layout_baselines_maps_folder_and_counts(tmp_path):
     values = [i["scores"]["center"]["NSS"] for i in scene["items"]]
     assert scene["summary"]["center"]["NSS"]["mean"] == pytest.approx(np.mean(values))
     assert scene["summary"]["center"]["NSS"]["std"] == pytest.approx(np.std(values, ddof=1))
-    assert "Shuffled AUC variant: `other-images`" in (tmp_path / "ws" / "report.md").read_text()
+    assert "Shuffled AUC variant: `random-10`" in (tmp_path / "ws" / "report.md").read_text()
 
 
 def test_shuffle_negatives_of_other_images_are_rescaled_fixations():
     small = fx.ImageFixations("a.jpg", Path("a.jpg"), (10, 20), np.array([[1.0, 1.0]]), 1)
     big = fx.ImageFixations("b.jpg", Path("b.jpg"), (20, 40), np.array([[10.0, 4.0], [39.0, 19.0]]), 1)
     third = fx.ImageFixations("c.jpg", Path("c.jpg"), (10, 20), np.array([[5.0, 5.0]]), 1)
-    everything = {i.image: (i.points, i.size) for i in (small, big, third)}
-    names = sorted(everything)
-    others = eu._other_points(small, everything, names, "other-images", seed=0)
+    dataset = fx.ImageDataset("set", [small, big, third])
+    others = eu.ImageNegatives(dataset, "other-images", seed=0).points(small)
     np.testing.assert_allclose(others, [[5.0, 2.0], [19.5, 9.5], [5.0, 5.0]])  # b halved, c as is, a excluded
-    assert len(eu._other_points(small, everything, names, "random-10", seed=0)) == 3  # fewer than 10 others: all
+    assert len(eu.ImageNegatives(dataset, "random-10", seed=0).points(small)) == 3  # fewer than 10 others: all
 
 
 def test_cam_baseline_rows_and_the_expected_cam_contraction(tmp_path):
