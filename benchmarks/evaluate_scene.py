@@ -1,11 +1,16 @@
 """`avfix evaluate` on real human fixations: the scene-fixations set (100 images, 12 observers).
 
     .venv/bin/python benchmarks/evaluate_scene.py [--data /work/shared/data/scene-fixations] [--workspace DIR]
-                                                  [--no-speed] [--device auto] [--threads 1]
+                                                  [--shuffle auto] [--against-rev REV] [--no-speed]
+                                                  [--device auto] [--threads 1]
 
 1. Runs the evaluate stage with the centre-bias, ImageNet-CAM and centre x CAM baselines and prints the
-   table of all metrics (mean ± std over images), the wall time and the peak RSS. The same as
+   table of all metrics (mean ± std over images), the paired differences between the rows with their
+   bootstrap intervals, the wall and CPU time and the peak RSS. The same as
    `avfix evaluate DATA --workspace WS --baseline center --baseline cam --baseline center-cam`.
+   With `--against-rev REV` the stage of that git revision (exported to a temporary folder) runs first on
+   the same data in a subprocess, and the times of the two are printed side by side (the "before" of a
+   change, measured in the same run on the same machine state).
 2. Speed of the batched metrics (`models.metrics.all_metrics`, all six metrics on every 256 x 256 image of
    the set at once) against a per-map NumPy restatement that follows the MATLAB code (a threshold loop
    for AUC-Judd, a split loop with `randperm` for the shuffled AUC), on the same maps in the same run,
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,16 +38,24 @@ from pipeline.common.progress import Progress  # noqa: E402
 from pipeline.evaluate import fixations as fx  # noqa: E402
 from pipeline.evaluate.baselines import BaselineConfig  # noqa: E402
 from pipeline.evaluate.config import DensityConfig, EvaluateConfig  # noqa: E402
+from pipeline.evaluate.report import paired_markdown  # noqa: E402
 from pipeline.evaluate.run import run_evaluate  # noqa: E402
 
 DEFAULT_DATA = Path("/work/shared/data/scene-fixations")
 
 
-def run_stage(data: Path, workspace: Path, device: str, threads: int) -> None:
-    config = EvaluateConfig(baselines=("center", "cam", "center-cam"), device=device, threads=threads)
-    began = time.perf_counter()
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_stage(data: Path, workspace: Path, device: str, threads: int, shuffle: str) -> tuple[float, float]:
+    """The stage as a user runs it; prints its tables and returns its (wall, CPU) seconds."""
+    config = EvaluateConfig(baselines=("center", "cam", "center-cam"), device=device, threads=threads,
+                            shuffle=shuffle)
+    began, cpu = time.perf_counter(), cpu_seconds()
     summary = run_evaluate(data, workspace, config, Progress(enabled=True, unit="batch"))
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, cpu_seconds() - cpu
     print(summary.line())
     report = json.loads(Path(summary.report_json).read_text())
     dataset = report["datasets"][0]
@@ -53,7 +67,43 @@ def run_stage(data: Path, workspace: Path, device: str, threads: int) -> None:
     for row in report["settings"]["rows"]:
         cells = [f"{dataset['summary'][row][m]['mean']:.3f} ± {dataset['summary'][row][m]['std']:.3f}" for m in metrics.METRICS]
         print(f"| {row} | " + " | ".join(cells) + " |")
-    print(f"\nevaluate stage ({threads or 'default'} torch thread(s)): {seconds:.1f} s wall, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+    if dataset.get("paired", {}).get("pairs"):
+        print()
+        print("\n".join(paired_markdown(dataset["paired"])))
+    print(f"\nevaluate stage ({threads or 'default'} torch thread(s)): {seconds:.1f} s wall, {cpu:.1f} s CPU, "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+    return seconds, cpu
+
+
+_OLD_STAGE = """
+import json, resource, sys, time, torch
+from pathlib import Path
+torch.set_grad_enabled(False)
+from pipeline.evaluate.config import EvaluateConfig
+from pipeline.evaluate.run import run_evaluate
+data, workspace, device, threads, shuffle = sys.argv[1:6]
+config = EvaluateConfig(baselines=("center", "cam", "center-cam"), device=device, threads=int(threads),
+                        shuffle=shuffle)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+began, cpu = time.perf_counter(), usage.ru_utime + usage.ru_stime
+run_evaluate(Path(data), Path(workspace), config)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps([time.perf_counter() - began, usage.ru_utime + usage.ru_stime - cpu]))
+"""
+
+
+def run_revision(revision: str, data: Path, scratch: Path, device: str, threads: int,
+                 shuffle: str) -> tuple[float, float]:
+    """The evaluate stage of another git revision on the same data, in a subprocess: (wall, CPU) seconds."""
+    tree = scratch / "revision"
+    tree.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", revision], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    done = subprocess.run([sys.executable, "-c", _OLD_STAGE, str(data), str(scratch / "old-ws"), device, str(threads),
+                           shuffle], cwd=tree, check=True, capture_output=True, text=True)
+    wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, cpu
 
 
 # --- the per-map NumPy restatement (the baseline of the speed figure) -----------------------------------
@@ -139,11 +189,22 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=None, help="Default: a fresh temporary folder.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="Torch CPU threads (0: torch's choice).")
+    parser.add_argument("--shuffle", default="auto", help="s-AUC negatives: auto (random-10), random-10, other-images.")
+    parser.add_argument("--against-rev", default=None, help="Also time the stage of this git revision, first.")
     parser.add_argument("--no-speed", action="store_true", help="Skip the batched-vs-loop speed figure.")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory(prefix="avfix-eval-") as scratch:
-        run_stage(args.data, args.workspace or Path(scratch) / "ws", args.device, args.threads)
+        before = None
+        if args.against_rev:
+            before = run_revision(args.against_rev, args.data, Path(scratch), args.device, args.threads,
+                                  args.shuffle if args.shuffle != "auto" else "random-10")
+        workspace = args.workspace or Path(scratch) / "ws"
+        wall, cpu = run_stage(args.data, workspace, args.device, args.threads, args.shuffle)
+        if before is not None:
+            print(f"revision {args.against_rev}: {before[0]:.1f} s wall, {before[1]:.1f} s CPU; this tree: "
+                  f"{wall:.1f} s wall, {cpu:.1f} s CPU; CPU ratio {before[1] / cpu:.2f}x, wall ratio "
+                  f"{before[0] / wall:.2f}x")
     if not args.no_speed:
         speed(args.data, args.device, args.threads)
 

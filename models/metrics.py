@@ -77,8 +77,7 @@ def blur_symmetric(maps: Tensor, sigma: float) -> Tensor:
     kernel = gaussian_kernel_1d(sigma, maps.dtype, maps.device).tolist()
     radius = len(kernel) // 2
     batch, height, width = maps.shape
-    padded = maps.index_select(-2, _symmetric_index(height, radius, maps.device))
-    padded = padded.index_select(-1, _symmetric_index(width, radius, maps.device))
+    padded = _symmetric_pad(maps, radius)
     out = torch.empty_like(maps)
     rows_per_block = max(1, BLUR_BLOCK_PIXELS // (width + 2 * radius))
     if rows_per_block >= height:  # small maps: several whole maps per block
@@ -94,6 +93,17 @@ def blur_symmetric(maps: Tensor, sigma: float) -> Tensor:
 
 
 BLUR_BLOCK_PIXELS = 1 << 15  # 256 KB of float64 partial sums
+
+
+def _symmetric_pad(maps: Tensor, radius: int) -> Tensor:
+    """(B, H, W) -> (B, H + 2r, W + 2r) with MATLAB's 'symmetric' borders. Mirrored strips joined by `cat`
+    (row copies) where the radius fits in the map; a gather of mirrored indices (which wrap) where not."""
+    height, width = maps.shape[-2:]
+    if radius <= min(height, width):
+        maps = torch.cat([maps[:, :radius].flip(1), maps, maps[:, height - radius :].flip(1)], dim=1)
+        return torch.cat([maps[..., :radius].flip(2), maps, maps[..., width - radius :].flip(2)], dim=2)
+    padded = maps.index_select(1, _symmetric_index(height, radius, maps.device))
+    return padded.index_select(2, _symmetric_index(width, radius, maps.device))
 
 
 def _blur_block(padded: Tensor, out: Tensor, kernel: list[float], top: int, bottom: int) -> None:

@@ -343,3 +343,90 @@ def test_all_metrics_runs_batched_and_dtypes():
     assert list(out) == list(metrics.METRICS)
     for name, values in out.items():
         assert values.shape == (5,) and values.dtype == torch.float64 and torch.isfinite(values).all(), name
+
+
+# --- shared draws, multiplicity, exact min-max -------------------------------------------------------------
+
+
+def test_shuffled_auc_negatives_keep_their_multiplicity():
+    # Pixel 0 (low value) was fixated 3 times in other images, pixel 4 (high value) once. With 4 fixations of
+    # our own the whole pool is drawn: [0, 0, 0, 4] with multiplicity, [0, 4] as distinct pixels.
+    sal = torch.tensor([[[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]]], dtype=torch.float64)
+    fix = torch.tensor([[[False, True, True, False, False, True]]])
+    fix[0, 0, 3] = True
+    counts = torch.tensor([[[3, 0, 0, 0, 1, 0]]], dtype=torch.int32)
+    samples = metrics.shuffled_auc_samples(fix, counts, n_splits=5, generator=torch.Generator().manual_seed(0))
+    indices, mask = samples
+    assert all(sorted(indices[0, s][mask[0, s]].tolist()) == [0, 0, 0, 4] for s in range(5))
+    with_multiplicity = metrics.auc_shuffled(sal, fix, counts, samples=samples).item()
+    distinct = metrics.auc_shuffled(sal, fix, counts > 0, n_splits=5, generator=torch.Generator().manual_seed(0)).item()
+    sal_np, fix_np = sal[0].numpy(), fix[0].numpy()
+    assert with_multiplicity == pytest.approx(ref_auc_shuffled(sal_np, fix_np, [[0, 0, 0, 4]]), abs=1e-12)
+    assert distinct == pytest.approx(ref_auc_shuffled(sal_np, fix_np, [[0, 4]]), abs=1e-12)
+    assert abs(with_multiplicity - distinct) > 0.05
+
+
+def test_partial_draws_from_a_multiset_pool_follow_the_counts():
+    fix = torch.zeros(1, 1, 6, dtype=torch.bool)
+    fix[0, 0, 5] = True  # one fixation: one negative per split
+    counts = torch.tensor([[[3, 0, 0, 0, 1, 0]]])
+    indices, mask = metrics.shuffled_auc_samples(fix, counts, n_splits=4000, generator=torch.Generator().manual_seed(1))
+    assert indices.shape == (1, 4000, 1) and bool(mask.all())
+    assert (indices == 0).double().mean().item() == pytest.approx(0.75, abs=0.025)
+
+
+def test_minmax_maps_the_extremes_exactly_so_threshold_zero_meets_a_fixation_at_the_minimum():
+    values = torch.rand(1000, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3 + 0.1
+    normed = metrics._minmax(values)
+    assert bool((normed.min(dim=1).values == 0).all()) and bool((normed.max(dim=1).values == 1).all())
+    # Fixations on the minimum and the maximum; negatives on the minimum and on a value just above it. At
+    # threshold 0 every value counts, so the curve steps from (0, 1/2) straight to (1, 1): area 0.75. Had
+    # the minimum fallen below 0, that point would be (1/2, 1/2) and the area 0.625.
+    sal = values[:1, None, :]
+    low_index, high_index = int(sal.argmin()), int(sal.argmax())
+    near_low = int((normed[0] - 0.05).abs().argmin())
+    assert 0 < normed[0, near_low] < 0.1
+    fix = torch.zeros_like(sal, dtype=torch.bool)
+    fix[0, 0, low_index] = fix[0, 0, high_index] = True
+    other = torch.zeros_like(fix)
+    other[0, 0, low_index] = other[0, 0, near_low] = True
+    assert metrics.auc_shuffled(sal, fix, other, n_splits=1).item() == pytest.approx(0.75, abs=1e-12)
+
+
+def test_rows_scored_against_the_same_draws_differ_by_their_maps_alone():
+    sal, density, fix = random_case(7, batch=4, size=(20, 24))
+    other = torch.from_numpy(np.random.default_rng(2).random(fix.shape) < 0.2)
+    generators = [torch.Generator().manual_seed(10 + b) for b in range(4)]
+    draws = metrics.draw(t(fix), other, 20, generators)
+    twin = t(sal).clone()
+    scores = metrics.score_rows({"a": t(sal), "b": twin, "c": 1 - t(sal)}, t(density), t(fix), draws, chunk_pixels=500)
+    for name in metrics.METRICS:
+        assert torch.equal(scores["a"][name], scores["b"][name]), name
+        assert not torch.equal(scores["a"][name], scores["c"][name]), name
+    # An item's draws depend on its own generator only: item 2 alone gets the same draws and scores.
+    alone = metrics.draw(t(fix)[2:3], other[2:3], 20, [torch.Generator().manual_seed(12)])
+    assert torch.equal(alone.indices[0], draws.indices[2][:, : alone.indices.shape[2]])
+    assert torch.equal(alone.noise[0], draws.noise[2])
+    single = metrics.score_rows({"a": t(sal)[2:3]}, t(density)[2:3], t(fix)[2:3], alone)["a"]
+    for name in metrics.METRICS:
+        assert single[name].item() == scores["a"][name][2].item(), name
+
+
+def test_blur_in_blocks_equals_whole_map_passes(monkeypatch):
+    rng = np.random.default_rng(5)
+    for shape in [(3, 17, 29), (1, 70, 45)]:
+        maps = t(rng.random(shape))
+        whole = metrics.blur_symmetric(maps, 2.0)
+        monkeypatch.setattr(metrics, "BLUR_BLOCK_PIXELS", 64)  # several blocks per map, then one row each
+        for block in (64, 1):
+            monkeypatch.setattr(metrics, "BLUR_BLOCK_PIXELS", block)
+            assert torch.equal(metrics.blur_symmetric(maps, 2.0), whole)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 11), (1, 6, 30), (1, 3, 4)])  # the radius fits, just fits, does not
+def test_symmetric_padding_repeats_the_edge_sample(shape):
+    maps = t(np.random.default_rng(6).random(shape))
+    radius = 6
+    expected = np.pad(maps.numpy(), ((0, 0), (radius, radius), (radius, radius)), mode="symmetric")
+    np.testing.assert_array_equal(metrics._symmetric_pad(maps, radius).numpy(), expected)
