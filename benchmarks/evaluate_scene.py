@@ -1,7 +1,7 @@
 """`avfix evaluate` on real human fixations: the scene-fixations set (100 images, 12 observers).
 
     .venv/bin/python benchmarks/evaluate_scene.py [--data /work/shared/data/scene-fixations] [--workspace DIR]
-                                                  [--shuffle auto] [--against-rev REV] [--no-speed]
+                                                  [--shuffle auto] [--against-rev REV] [--large] [--no-speed]
                                                   [--device auto] [--threads 1]
 
 1. Runs the evaluate stage with the centre-bias, ImageNet-CAM and centre x CAM baselines and prints the
@@ -10,7 +10,8 @@
    `avfix evaluate DATA --workspace WS --baseline center --baseline cam --baseline center-cam`.
    With `--against-rev REV` the stage of that git revision (exported to a temporary folder) runs first on
    the same data in a subprocess, and the times of the two are printed side by side (the "before" of a
-   change, measured in the same run on the same machine state).
+   change, measured in the same run on the same machine state). `--large` keeps only the images larger
+   than 256 x 256 in pixels (24 of them, up to 3264 x 2448), where the per-pixel work dominates.
 2. Speed of the batched metrics (`models.metrics.all_metrics`, all six metrics on every 256 x 256 image of
    the set at once) against a per-map NumPy restatement that follows the MATLAB code (a threshold loop
    for AUC-Judd, a split loop with `randperm` for the shuffled AUC), on the same maps in the same run,
@@ -90,6 +91,28 @@ run_evaluate(Path(data), Path(workspace), config)
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps([time.perf_counter() - began, usage.ru_utime + usage.ru_stime - cpu]))
 """
+
+
+def large_images_only(data: Path, scratch: Path) -> Path:
+    """A copy of the set (links to its images) holding only the images larger than 256 x 256."""
+    import csv
+
+    import cv2
+
+    subset = scratch / "large-set"
+    (subset / "stimuli").mkdir(parents=True)
+    kept = set()
+    for image in sorted((data / "stimuli").iterdir()):
+        height, width = cv2.imread(str(image), cv2.IMREAD_REDUCED_GRAYSCALE_8).shape[:2]
+        if height * width > 32 * 32:  # at a eighth of the size: larger than 256 x 256
+            (subset / "stimuli" / image.name).symlink_to(image.resolve())
+            kept.add(image.name)
+    with open(data / "fixations.csv", newline="") as source, open(subset / "fixations.csv", "w", newline="") as out:
+        reader = csv.reader(source)
+        writer = csv.writer(out)
+        writer.writerow(next(reader))
+        writer.writerows(row for row in reader if row[0] in kept)
+    return subset
 
 
 def run_revision(revision: str, data: Path, scratch: Path, device: str, threads: int,
@@ -191,10 +214,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="Torch CPU threads (0: torch's choice).")
     parser.add_argument("--shuffle", default="auto", help="s-AUC negatives: auto (random-10), random-10, other-images.")
     parser.add_argument("--against-rev", default=None, help="Also time the stage of this git revision, first.")
+    parser.add_argument("--large", action="store_true", help="Only the images larger than 256 x 256.")
     parser.add_argument("--no-speed", action="store_true", help="Skip the batched-vs-loop speed figure.")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory(prefix="avfix-eval-") as scratch:
+        if args.large:
+            args.data = large_images_only(args.data, Path(scratch))
         before = None
         if args.against_rev:
             before = run_revision(args.against_rev, args.data, Path(scratch), args.device, args.threads,

@@ -207,31 +207,34 @@ def _row_range(values: Tensor) -> tuple[Tensor, Tensor]:
     return low.unsqueeze(1), high.unsqueeze(1)
 
 
-def _minmax(values: Tensor) -> Tensor:
+Bounds = tuple[Tensor, Tensor]  # a map's per-row (min, max) of `_row_range`, shared by the metrics of one map
+
+
+def _minmax(values: Tensor, bounds: Bounds | None = None) -> Tensor:
     """(B, N) -> (x - min) / (max - min) per row; NaN for a constant row, as MATLAB's 0/0.
 
     Subtract, then divide: the minimum maps to exactly 0 and the maximum to exactly 1, so a fixation at
     either end meets the thresholds 0 and 1 (x * scale - min * scale left the minimum at -7.6e-17).
     """
-    low, high = _row_range(values)
+    low, high = bounds if bounds is not None else _row_range(values)
     return (values - low) / (high - low)
 
 
-def _is_constant(values: Tensor) -> Tensor:
+def _is_constant(values: Tensor, bounds: Bounds | None = None) -> Tensor:
     """(B,) rows with a single value, or with a NaN (aminmax propagates it)."""
-    low, high = _row_range(values)
+    low, high = bounds if bounds is not None else _row_range(values)
     return ((high == low) | torch.isnan(high)).squeeze(1)
 
 
-def _centred(values: Tensor) -> tuple[Tensor, Tensor]:
+def _centred(values: Tensor, bounds: Bounds | None = None) -> tuple[Tensor, Tensor]:
     """(B, N) -> (values minus their row mean, the root of its sum of squares; NaN for a constant row)."""
     centred = values - values.mean(dim=1, keepdim=True)
     spread = torch.sqrt(centred.square().sum(dim=1))
-    return centred, torch.where(_is_constant(values), torch.nan, spread)
+    return centred, torch.where(_is_constant(values, bounds), torch.nan, spread)
 
 
-def _cc(sal: Tensor, gt_centred: Tensor, gt_spread: Tensor) -> Tensor:
-    centred, spread = _centred(sal)
+def _cc(sal: Tensor, gt_centred: Tensor, gt_spread: Tensor, bounds: Bounds | None = None) -> Tensor:
+    centred, spread = _centred(sal, bounds)
     return (centred * gt_centred).sum(dim=1) / (spread * gt_spread)
 
 
@@ -246,9 +249,9 @@ def nss(saliency: Tensor, fixations: Tensor) -> Tensor:
     return _nss(_flat(saliency), fixations.reshape(fixations.shape[0], -1) != 0)
 
 
-def _nss(sal: Tensor, fixated: Tensor) -> Tensor:
+def _nss(sal: Tensor, fixated: Tensor, bounds: Bounds | None = None) -> Tensor:
     std, mean = torch.std_mean(sal, dim=1, correction=1)
-    std = torch.where(_is_constant(sal), torch.nan, std)
+    std = torch.where(_is_constant(sal, bounds), torch.nan, std)
     # mean of (x - mean) / std over the fixations = (mean of x over the fixations - mean) / std
     n_fix = fixated.sum(dim=1)
     at_fixations = torch.where(fixated, sal, 0.0).sum(dim=1) / n_fix
@@ -261,9 +264,9 @@ def _sum_to_one_if_any(values: Tensor) -> Tensor:
     return values / torch.where(total > 0, total, 1.0)
 
 
-def _sim_distribution(values: Tensor) -> Tensor:
+def _sim_distribution(values: Tensor, bounds: Bounds | None = None) -> Tensor:
     """`similarity.m`'s normalisation: if any(map), min-max then divide by the sum (NaN if constant)."""
-    low, high = _row_range(values)
+    low, high = bounds if bounds is not None else _row_range(values)
     all_zero = (low == 0) & (high == 0)
     constant = (high == low) & ~all_zero
     # (x - min) / (max - min) / sum((x - min) / (max - min)) = (x - min) / (sum(x) - N min)
@@ -277,8 +280,8 @@ def sim(saliency: Tensor, density: Tensor) -> Tensor:
     return _sim(_flat(saliency), _sim_distribution(_flat(density)))
 
 
-def _sim(sal: Tensor, gt_distribution: Tensor) -> Tensor:
-    return torch.minimum(_sim_distribution(sal), gt_distribution).sum(dim=1)
+def _sim(sal: Tensor, gt_distribution: Tensor, bounds: Bounds | None = None) -> Tensor:
+    return torch.minimum(_sim_distribution(sal, bounds), gt_distribution).sum(dim=1)
 
 
 def kld(saliency: Tensor, density: Tensor) -> Tensor:
@@ -492,8 +495,9 @@ def auc_shuffled(
     return _auc_shuffled(_flat(saliency), fixations.reshape(fixations.shape[0], -1) != 0, samples, step)
 
 
-def _auc_shuffled(sal: Tensor, fixated: Tensor, samples: tuple[Tensor, Tensor], step: float) -> Tensor:
-    sal = _minmax(sal)
+def _auc_shuffled(sal: Tensor, fixated: Tensor, samples: tuple[Tensor, Tensor], step: float,
+                  bounds: Bounds | None = None) -> Tensor:
+    sal = _minmax(sal, bounds)
     batch = sal.shape[0]
     indices, mask = samples
     n_thresholds = int(math.floor(1.0 / step + 1e-9)) + 1
@@ -576,12 +580,13 @@ def draw(fixations: Tensor, other: Tensor, n_splits: int = SHUFFLED_AUC_SPLITS,
 def score(saliency: Tensor, reference: Reference, draws: Draws, step: float = SHUFFLED_AUC_STEP) -> dict[str, Tensor]:
     """Every metric of `METRICS` for (B, H, W) maps against a prepared reference and shared draws."""
     sal = _flat(saliency)
+    bounds = _row_range(sal)  # one pass for the four metrics that need the map's range
     return {
-        "CC": _cc(sal, reference.centred, reference.spread),
-        "NSS": _nss(sal, reference.fixated),
+        "CC": _cc(sal, reference.centred, reference.spread, bounds),
+        "NSS": _nss(sal, reference.fixated, bounds),
         "AUC-J": _auc_judd(sal, reference.fixated, draws.noise),
-        "s-AUC": _auc_shuffled(sal, reference.fixated, (draws.indices, draws.mask), step),
-        "SIM": _sim(sal, reference.sim_distribution),
+        "s-AUC": _auc_shuffled(sal, reference.fixated, (draws.indices, draws.mask), step, bounds),
+        "SIM": _sim(sal, reference.sim_distribution, bounds),
         "KLD": _kld(sal, reference.kld_distribution),
     }
 
