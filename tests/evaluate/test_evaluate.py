@@ -184,6 +184,16 @@ def test_stavis_protocol_scores_counts_and_split_aggregation(tmp_path):
             assert dataset["summary"]["maps"][metric]["mean"] == pytest.approx(expected, abs=1e-12)
             assert dataset["summary"]["maps"][metric]["n"] == len(video_means)
 
+    # Paired differences over videos: the per-video means of the two rows, restated.
+    (pair,) = avad["paired"]["pairs"]
+    assert avad["paired"]["over"] == "videos" and (pair["a"], pair["b"]) == ("maps", "center")
+    for metric in metrics.METRICS:
+        differences = [v["scores"]["maps"][metric] - v["scores"]["center"][metric] for v in avad["videos"]
+                       if v["scores"]["maps"][metric] is not None and v["scores"]["center"][metric] is not None]
+        stats = pair["metrics"][metric]
+        assert stats["n"] == len(differences) and stats["difference"] == pytest.approx(np.mean(differences), abs=1e-12)
+        assert stats["low"] <= stats["difference"] <= stats["high"]
+
     markdown = (tmp_path / "ws" / "report.md").read_text()
     assert "## AVAD — 3 videos, 15 frames" in markdown and "Shuffled AUC variant: `same-video`" in markdown
     assert "DIEM-style: the mean of the per-split means" in markdown
