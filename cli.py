@@ -357,6 +357,8 @@ def train(workspace: Path, preset: str | None, restart: bool, quiet: bool, as_js
 @setting("--alpha", key="predict.overlay_alpha", type=float, help="Overlay opacity at the most salient pixels.  [default: 0.5]")
 @setting("--colormap", key="predict.colormap", help="Overlay colour map (any matplotlib name).  [default: jet]")
 @setting("--batch-size", key="predict.batch_size", type=int, help="Frames per network batch.  [default: 16]")
+@setting("--segment-frames", key="predict.segment_frames", type=int,
+         help="Frames per piece of work of a dask worker or torchrun process.  [default: 256]")
 @setting("--device", key="predict.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
 @_decoding
 def predict(videos: Path, workspace: Path, workers: int | None, quiet: bool, as_json: bool, **_: Any) -> None:

@@ -8,6 +8,7 @@ arrays are preallocated, filled chunk by chunk, and marked complete last.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,10 +63,30 @@ def array_shapes(n_frames: int, height: int, width: int) -> dict[str, tuple[int,
 
 def write_frames(group: zarr.Group, start: int, saliency: np.ndarray, has_saliency: np.ndarray) -> None:
     """Frames [start, start + len) of one video; saliency uint8 (n, y, x), has_saliency bool (n,)."""
+    write_saliency(group, start, saliency)
+    stop = start + saliency.shape[0]
+    group[HAS_SALIENCY.name][start:stop] = has_saliency.astype(bool, copy=False)
+
+
+def write_saliency(group: zarr.Group, start: int, saliency: np.ndarray) -> None:
+    """Maps of frames [start, start + len) (uint8 (n, y, x)). Several processes may fill one video at once
+    when each writes whole chunks: `start` a multiple of CHUNK_T, the length too unless it ends the video."""
     stop = start + saliency.shape[0]
     group[SALIENCY.name][start:stop] = saliency.astype(np.uint8, copy=False)
-    group[HAS_SALIENCY.name][start:stop] = has_saliency.astype(bool, copy=False)
     faults.reached("chunk")
+
+
+def write_has_saliency(group: zarr.Group, has_saliency: np.ndarray) -> None:
+    """The whole video's has_saliency flags, by the coordinating process once every map is written."""
+    group[HAS_SALIENCY.name][:] = has_saliency.astype(bool, copy=False)
+
+
+def open_video(store: Path | str, video_id: str) -> zarr.Group:
+    """A video's group for a worker filling its maps (the coordinating process created it)."""
+    group = zarr_io.video_group(zarr.open_group(str(store), mode="r+"), video_id)
+    if group is None:
+        raise KeyError(f"{store}: no group for video {video_id!r}")
+    return group
 
 
 def read_saliency(root: zarr.Group, video_id: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -25,12 +25,17 @@ class PredictConfig:
     overlay_alpha: float = output_setting(0.5, scope=(OVERLAY,))
     colormap: str = output_setting("jet", scope=(OVERLAY,))
     batch_size: int = run_setting(16)
+    # Frames per piece of work a process (dask worker, torchrun rank) takes; rounded up to whole batches
+    # and store chunks. Which process predicts which frames changes no map.
+    segment_frames: int = run_setting(256)
     device: str = device_setting("auto")
     amp: bool = run_setting(True)  # CUDA only
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.segment_frames < 1:
+            raise ValueError(f"segment_frames must be positive, got {self.segment_frames}")
         if not 0 <= self.overlay_alpha <= 1:
             raise ValueError(f"overlay_alpha must be in [0, 1], got {self.overlay_alpha}")
         if self.overlay:

@@ -36,6 +36,9 @@ from pipeline.common.settings import jsonable, output_settings
 from pipeline.extract.run import run_extract
 from pipeline.predict.config import MAPS, PredictConfig
 from pipeline.predict.overlay import write_overlay
+from pipeline.predict.segments import (
+    Segment, SegmentOutcome, no_missing_maps, predict_segment, predict_segments, segment_bounds,
+)  # fmt: skip
 from pipeline.predict.stage import (
     PredictError, extract_config_for, features_path, find_checkpoint, maps_fingerprint, overlay_fingerprint,
     overlay_path, predicted_video_state,
@@ -45,11 +48,10 @@ from pipeline.train.augment import resize_flow, resize_frames
 from pipeline.train.checkpoints import load_checkpoint
 from pipeline.train.config import TrainError
 from pipeline.train.model import build_sta
+from pipeline.train.processes import Distributed
 from stores import features as fstore
 from stores import predictions as pred_store
 from stores import zarr_io
-from stores.chunks import ChunkError
-from stores.integrity import mark_damaged
 from stores.records import VideoRecord
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ MIN_CONTEXT_FRAMES = 3  # t−1, t, t+1
 @dataclass(kw_only=True)
 class PredictSummary(VideoCounts):
     checkpoint: str = ""
+    rank: int = 0  # this process's rank in a torchrun job (only the first prints the summary)
     frames: int = 0
     overlays: int = 0
     empty_maps: int = 0  # frames whose map is all zero (see `line`)
@@ -98,28 +101,96 @@ def run_predict(
     progress: Progress | None = None,
     on_failure: Callable[[str, str], None] | None = None,
 ) -> PredictSummary:
-    """Predict saliency for every video of `videos`; see the module docstring."""
+    """Predict saliency for every video of `videos`; see the module docstring.
+
+    Under `torchrun` every process runs this: the first coordinates (decodes the inputs, creates the
+    groups, marks videos complete) and each predicts its share of the segments. Otherwise the segments
+    go to the dask workers of `scheduler` when it has several (or an address), else run here.
+    """
+    processes = Distributed.from_env(config.device)
+    try:
+        return _run_predict(videos, Path(workspace), config, scheduler or SchedulerConfig(), processes,
+                            progress if processes.is_main else None, on_failure)  # fmt: skip
+    finally:
+        processes.close()
+
+
+def _run_predict(videos: str | Path, workspace: Path, config: PredictConfig, scheduler: SchedulerConfig,
+                 processes: Distributed, progress: Progress | None,
+                 on_failure: Callable[[str, str], None] | None) -> PredictSummary:  # fmt: skip
     began = time.perf_counter()
-    workspace = Path(workspace)
     progress = progress or Progress(enabled=False)
+    checkpoint = find_checkpoint(workspace, config.checkpoint)
+    summary = PredictSummary(store=str(pred_store.SCHEMA.path(workspace)), checkpoint=str(checkpoint),
+                             rank=processes.rank)
+    plan: _Plan | None = None
+    if processes.is_main:
+        plan = _prepare(videos, workspace, config, scheduler, checkpoint, summary, progress, on_failure)
+    if processes.active:  # every process learns the segments (None: nothing to predict, stop)
+        plan_segments = processes.broadcast(None if plan is None else plan.segments)
+    else:
+        plan_segments = None if plan is None else plan.segments
+    if plan_segments is None:
+        summary.seconds = time.perf_counter() - began
+        return summary
+    try:
+        if processes.active:
+            mine = predict_segments(plan_segments[processes.rank :: processes.world_size],
+                                    str(processes.device(config.device)))  # fmt: skip
+            outcomes = processes.gather(mine)
+            if plan is not None:
+                for outcome in outcomes:
+                    plan.finish(outcome, summary)
+        elif plan is not None:
+            _run_segments(plan, scheduler, summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if plan is not None:
+            plan.close()
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+def _run_segments(plan: _Plan, scheduler: SchedulerConfig, summary: PredictSummary) -> None:
+    """The segments on the dask workers of `scheduler` when it has several (or an address), else here."""
+    if not plan.segments:
+        return
+    if scheduler.workers <= 1 and not scheduler.address:
+        for segment in plan.segments:
+            plan.finish(predict_segment(segment), summary)
+        return
+    from distributed import as_completed
+
+    from pipeline.common.scheduling import dask_client
+
+    with dask_client(scheduler) as client:
+        # A worker that dies takes its tasks with it; the scheduler runs them again on another worker.
+        futures = client.map(predict_segment, plan.segments, pure=False)
+        for future in as_completed(futures, loop=client.loop):
+            plan.finish(future.result(), summary)
+
+
+def _prepare(videos: str | Path, workspace: Path, config: PredictConfig, scheduler: SchedulerConfig,
+             checkpoint: Path, summary: PredictSummary, progress: Progress,
+             on_failure: Callable[[str, str], None] | None) -> _Plan | None:  # fmt: skip
+    """Decode the inputs, create the groups of the videos to predict, and plan their segments (the
+    coordinating process only). None when the decoding was interrupted."""
     report = on_failure or (lambda path, reason: None)
     device = resolve_device(config.device)
-    checkpoint = find_checkpoint(workspace, config.checkpoint)
     model, saved = load_model(checkpoint, device)
     checkpoint_sha = sha256_file(checkpoint)
     store = pred_store.SCHEMA.path(workspace)
-    summary = PredictSummary(store=str(store), checkpoint=str(checkpoint))
     records = discover(videos, require_labels=False).records
 
     decoded_path = features_path(workspace)
-    extracted = run_extract(videos, workspace, extract_config_for(workspace, saved), scheduler or SchedulerConfig(),
-                            progress, on_failure, store=decoded_path, require_labels=False)  # fmt: skip
+    extracted = run_extract(videos, workspace, extract_config_for(workspace, saved), scheduler, progress, on_failure,
+                            store=decoded_path, require_labels=False)  # fmt: skip
     summary.failed += extracted.failed
     summary.failures += extracted.failures
     if extracted.interrupted:
         summary.interrupted = True
-        summary.seconds = time.perf_counter() - began
-        return summary
+        return None
 
     features = fstore.SCHEMA.open_for_reading(decoded_path)
     complete = set(fstore.SCHEMA.complete_videos(features))
@@ -136,34 +207,16 @@ def run_predict(
     failed_now = {f["video_id"] for f in extracted.failures}
     todo = [r for r in records if r.video_id in complete and r.video_id not in failed_now]
     context = _Context(model, saved, checkpoint_sha, config, device, workspace, features, decoded_path, root)
+    plan = _Plan(context, checkpoint, store, failures, progress, report)
     progress.start(len(todo))
-
-    def fail(record: VideoRecord, reason: str, input_stamp: Any) -> None:
-        summary.failed += 1
-        summary.failures.append({"video_id": record.video_id, "path": str(record.path), "reason": reason})
-        failures[record.video_id] = {"path": str(record.path), "reason": reason, "input": input_stamp}
-        report(str(record.path), reason)
-
     try:
         for record in todo:
-            try:
-                _predict_video(context, record.video_id, summary, progress)
-                failures.pop(record.video_id, None)
-            except ChunkError as exc:  # its decoded frames are damaged: decoded again on the next run
-                fail(record, f"{exc}; {mark_damaged(exc)}", "damaged")
-            except media.MediaError as exc:
-                fail(record, str(exc), file_stamp(record.path))
-            except OSError as exc:  # this video's input or output; any other exception is a bug
-                fail(record, f"{type(exc).__name__}: {exc}", file_stamp(record.path))
-            progress.advance_video()
+            plan.add(record, summary)
     except KeyboardInterrupt:
         summary.interrupted = True
-    finally:
-        progress.close()
-        pred_store.SCHEMA.update_store(root, failures=failures)
-        zarr_io.consolidate(store)
-    summary.seconds = time.perf_counter() - began
-    return summary
+        plan.close()
+        return None
+    return plan
 
 
 @dataclass
@@ -181,57 +234,144 @@ class _Context:
     root: Any  # the predictions store's root group
 
 
-def _predict_video(context: _Context, video_id: str, summary: PredictSummary, progress: Progress) -> None:
-    config, root = context.config, context.root
-    decoded = fstore.SCHEMA.read_video(context.features, video_id)
-    assert decoded is not None
-    n_frames = decoded.n_frames
-    source_hw = (decoded.source_height, decoded.source_width)
-    if n_frames < MIN_CONTEXT_FRAMES:
-        summary.short_videos[video_id] = n_frames
-    fingerprint = maps_fingerprint(context.checkpoint_sha, config, str(decoded.fingerprint))
-    overlay = overlay_path(context.workspace, video_id)
-    attrs = pred_store.SCHEMA.read_video(root, video_id)
-    state = predicted_video_state(video_id, attrs, fingerprint, replace(config, overlay=False), False, {}, None, None)
-    group = zarr_io.video_group(root, video_id)
-    if state.state == COMPLETE:
-        assert attrs is not None and group is not None
-        summary.skipped += 1
-        summary.frames += n_frames
-        summary.empty_maps += attrs.empty_maps
-    else:
-        progress.add_frames(n_frames)
-        overlay.unlink(missing_ok=True)  # stale: the maps change
+@dataclass
+class _Pending:
+    """A video whose segments are out: what its completion needs."""
+
+    record: VideoRecord
+    fingerprint: str
+    n_frames: int
+    segments_left: int
+    empty_maps: int = 0
+    failure: str | None = None
+    input_changed: bool = False
+
+
+class _Plan:
+    """The coordinator's side of a run: the videos to predict, their segments, and what happens when a
+    segment comes back (the video is marked complete, or failed, once all of its segments are in)."""
+
+    def __init__(self, context: _Context, checkpoint: Path, store: Path, failures: dict[str, Any], progress: Progress,
+                 report: Callable[[str, str], None]) -> None:  # fmt: skip
+        self.context, self.checkpoint, self.store = context, checkpoint, store
+        self.failures, self.progress, self.report = failures, progress, report
+        self.segments: list[Segment] = []
+        self.pending: dict[str, _Pending] = {}
+
+    def add(self, record: VideoRecord, summary: PredictSummary) -> None:
+        """Skip a complete video (making its overlay if wanted), or create its group and plan its segments."""
+        context, config = self.context, self.context.config
+        video_id = record.video_id
+        decoded = fstore.SCHEMA.read_video(context.features, video_id)
+        assert decoded is not None
+        n_frames = decoded.n_frames
+        source_hw = (decoded.source_height, decoded.source_width)
+        if n_frames < MIN_CONTEXT_FRAMES:
+            summary.short_videos[video_id] = n_frames
+        fingerprint = maps_fingerprint(context.checkpoint_sha, config, str(decoded.fingerprint))
+        attrs = pred_store.SCHEMA.read_video(context.root, video_id)
+        state = predicted_video_state(video_id, attrs, fingerprint, replace(config, overlay=False), False, {}, None,
+                                      None)  # fmt: skip
+        if state.state == COMPLETE:
+            assert attrs is not None
+            summary.skipped += 1
+            summary.frames += n_frames
+            summary.empty_maps += attrs.empty_maps
+            self._overlay(record, summary)
+            self.failures.pop(video_id, None)
+            self.progress.advance_video()
+            return
+        self.progress.add_frames(n_frames)
+        overlay_path(context.workspace, video_id).unlink(missing_ok=True)  # stale: the maps change
         video = pred_store.PredictionsVideo(
             source_path=decoded.source_path, source_sha256=decoded.source_sha256, fps=decoded.fps,
             n_frames=n_frames, height=source_hw[0], width=source_hw[1], features_settings=decoded.settings,
             checkpoint_sha256=context.checkpoint_sha, short_video=n_frames < MIN_CONTEXT_FRAMES,
         )  # fmt: skip
-        group = pred_store.SCHEMA.create_video(root, video_id, video, pred_store.array_shapes(n_frames, *source_hw))
+        group = pred_store.SCHEMA.create_video(context.root, video_id, video,
+                                               pred_store.array_shapes(n_frames, *source_hw))  # fmt: skip
         reader = fstore.VideoReader(context.features_path, video_id)
         group[pred_store.TIMES.name][:] = reader.read(fstore.TIMES.name, 0, n_frames)
-        empty = 0
-        for start in range(0, n_frames, config.batch_size):
-            stop = min(start + config.batch_size, n_frames)
-            maps = predict_frames(context.model, reader, start, stop, decoded.has_audio, context.saved,
-                                  source_hw, config, context.device)  # fmt: skip
-            pred_store.write_frames(group, start, maps, np.ones(stop - start, dtype=bool))
-            empty += int((maps.reshape(maps.shape[0], -1).max(axis=1) == 0).sum())
-            progress.advance_frames(stop - start)
-        pred_store.SCHEMA.mark_complete(group, fingerprint, config.ALGORITHM_VERSION, empty_maps=empty)
-        summary.empty_maps += empty
-        summary.done += 1
-        summary.frames += n_frames
-    wanted = overlay_fingerprint(fingerprint, config)
-    attrs = pred_store.SCHEMA.read_video(root, video_id)
-    if config.overlay and (not overlay.exists() or attrs.overlay_fingerprint != wanted):
-        write_overlay(
-            decoded.source_path, overlay, decoded.settings.get("fps"), n_frames,
-            lambda start, stop: pred_store.read_saliency(root, video_id, start, stop)[0],
-            alpha=config.overlay_alpha, colormap=config.colormap,
-        )  # fmt: skip
-        pred_store.SCHEMA.update_video(group, overlay_fingerprint=wanted)
-        summary.overlays += 1
+        bounds = segment_bounds(n_frames, config.batch_size, config.segment_frames)
+        self.pending[video_id] = _Pending(record, fingerprint, n_frames, len(bounds))
+        self.segments += [
+            Segment(video_id, start, stop, decoded.has_audio, source_hw, str(self.checkpoint), context.checkpoint_sha,
+                    str(context.features_path), str(self.store), config)
+            for start, stop in bounds
+        ]  # fmt: skip
+        if not bounds:  # no frame: complete as it is
+            self._complete(self.pending.pop(video_id), summary)
+
+    def finish(self, outcome: SegmentOutcome, summary: PredictSummary) -> None:
+        """One segment is back: a video whose last segment it was is marked complete (or failed)."""
+        pending = self.pending[outcome.segment.video_id]
+        pending.segments_left -= 1
+        pending.empty_maps += outcome.empty_maps
+        if outcome.failure is not None and pending.failure is None:
+            pending.failure, pending.input_changed = outcome.failure, outcome.input_changed
+        self.progress.advance_frames(outcome.segment.stop - outcome.segment.start)
+        if pending.segments_left == 0:
+            del self.pending[outcome.segment.video_id]
+            self._complete(pending, summary)
+
+    def _complete(self, pending: _Pending, summary: PredictSummary) -> None:
+        record = pending.record
+        if pending.failure is not None:
+            summary.failed += 1
+            summary.failures.append({"video_id": record.video_id, "path": str(record.path), "reason": pending.failure})
+            stamp = file_stamp(record.path) if pending.input_changed else "damaged"
+            self.failures[record.video_id] = {"path": str(record.path), "reason": pending.failure, "input": stamp}
+            self.report(str(record.path), pending.failure)
+        else:
+            group = zarr_io.video_group(self.context.root, record.video_id)
+            pred_store.write_has_saliency(group, no_missing_maps(pending.n_frames))
+            pred_store.SCHEMA.mark_complete(group, pending.fingerprint, self.context.config.ALGORITHM_VERSION,
+                                            empty_maps=pending.empty_maps)  # fmt: skip
+            summary.empty_maps += pending.empty_maps
+            summary.done += 1
+            summary.frames += pending.n_frames
+            self.failures.pop(record.video_id, None)
+            self._overlay(record, summary)
+        self.progress.advance_video()
+
+    def _overlay(self, record: VideoRecord, summary: PredictSummary) -> None:
+        context, config = self.context, self.context.config
+        video_id = record.video_id
+        if not config.overlay:
+            return
+        try:
+            attrs = pred_store.SCHEMA.read_video(context.root, video_id)
+            maps = maps_fingerprint(context.checkpoint_sha, config, self._features_fingerprint(video_id))
+            wanted = overlay_fingerprint(maps, config)
+            overlay = overlay_path(context.workspace, video_id)
+            if overlay.exists() and attrs.overlay_fingerprint == wanted:
+                return
+            write_overlay(
+                attrs.source_path, overlay, attrs.features_settings.get("fps"), attrs.n_frames,
+                lambda start, stop: pred_store.read_saliency(context.root, video_id, start, stop)[0],
+                alpha=config.overlay_alpha, colormap=config.colormap,
+            )  # fmt: skip
+            pred_store.SCHEMA.update_video(zarr_io.video_group(context.root, video_id), overlay_fingerprint=wanted)
+            summary.overlays += 1
+        except media.MediaError as exc:
+            self._overlay_failed(record, str(exc), summary)
+        except OSError as exc:
+            self._overlay_failed(record, f"{type(exc).__name__}: {exc}", summary)
+
+    def _features_fingerprint(self, video_id: str) -> str:
+        decoded = fstore.SCHEMA.read_video(self.context.features, video_id)
+        assert decoded is not None
+        return str(decoded.fingerprint)
+
+    def _overlay_failed(self, record: VideoRecord, reason: str, summary: PredictSummary) -> None:
+        summary.failed += 1
+        summary.failures.append({"video_id": record.video_id, "path": str(record.path), "reason": reason})
+        self.failures[record.video_id] = {"path": str(record.path), "reason": reason, "input": file_stamp(record.path)}
+        self.report(str(record.path), reason)
+
+    def close(self) -> None:
+        pred_store.SCHEMA.update_store(self.context.root, failures=self.failures)
+        zarr_io.consolidate(self.store)
 
 
 @torch.no_grad()

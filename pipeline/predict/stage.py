@@ -9,6 +9,7 @@ with `overlay_fingerprint`. `run_predict` and `avfix status` both use these.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,13 @@ class PredictStage(Stage):
                 recorded.settings, recorded.failures.get(video_id), file_stamp(paths[video_id]),
             ))  # fmt: skip
         return summarise(self.name, output, videos, missing_output=root is None)
+
+    def run(self, run: StageRun) -> PredictSummary:
+        # Under torchrun every process runs the stage; only the first writes groups and attributes (the
+        # others fill map chunks of groups it made), so only it holds the lock.
+        if int(os.environ.get("RANK", "0")) != 0:
+            return self.work(run)
+        return super().run(run)  # type: ignore[return-value]
 
     def work(self, run: StageRun) -> PredictSummary:
         from pipeline.common.progress import Progress

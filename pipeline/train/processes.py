@@ -79,6 +79,26 @@ class Distributed:
         if self.active:
             dist.barrier()
 
+    def broadcast(self, value: Any) -> Any:
+        """The first process's `value` (any picklable object), on every process."""
+        if not self.active:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self._object_device())
+        return box[0]
+
+    def gather(self, values: list[Any]) -> list[Any]:
+        """Every process's `values` (picklable), concatenated in rank order, on the first process
+        (an empty list elsewhere)."""
+        if not self.active:
+            return list(values)
+        boxes: list[Any] = [None] * self.world_size if self.is_main else []
+        dist.gather_object(values, boxes if self.is_main else None, dst=0)
+        return [value for box in boxes for value in box] if self.is_main else []
+
+    def _object_device(self) -> torch.device | None:
+        return torch.device("cuda", self.local_rank) if self.uses_cuda else None
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
