@@ -1,0 +1,95 @@
+"""Predict's network pass on several processes against one, one torch thread each (issue 16's target: 2
+processes on the 2-core machine >= 1.7x one), and the per-frame cost of the pass, to size a cluster.
+
+    .venv/bin/python benchmarks/scale_out.py [--preset fast] [--videos 4] [--seconds 6] [--rounds 2]
+                                             [--workdir /tmp/avfix-scale-out]
+
+Set-up (not timed): a small tagged set (`avfix synth`), extract, pseudolabel and one training step of the
+preset give a checkpoint of the preset's network; the videos to predict are decoded once. Timed: the
+network pass alone (predictions.zarr deleted before each run), in one process and then on a local dask
+cluster of 2 worker processes (the cluster's start-up included), alternating round by round so that
+other load on the machine falls on both. Prints wall seconds, frames/s, the ratio, and the pass's cost
+per frame on one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one torch thread per process, workers included
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.common.scheduling import SchedulerConfig  # noqa: E402
+from pipeline.extract.run import run_extract  # noqa: E402
+from pipeline.predict.config import PredictConfig  # noqa: E402
+from pipeline.predict.run import run_predict  # noqa: E402
+from pipeline.pseudolabel.run import run_pseudolabel  # noqa: E402
+from pipeline.synth.generate import SynthConfig, generate  # noqa: E402
+from pipeline.train.run import run_train  # noqa: E402
+from pipeline.workspace.presets import preset_config  # noqa: E402
+from stores import predictions as pred_store  # noqa: E402
+
+
+def set_up(workdir: Path, preset: str, videos: int, seconds: float) -> tuple[Path, Path]:
+    """(workspace with a checkpoint of the preset's network, folder of videos to predict)."""
+    workspace, tagged, new = workdir / "ws", workdir / "tagged", workdir / "new"
+    if not (workspace / "checkpoints" / "sta" / "last.pt").exists():
+        shutil.rmtree(workdir, ignore_errors=True)
+        generate(tagged, SynthConfig(classes=2, videos_per_class=2, seconds=2.0))
+        run_extract(tagged, workspace, preset_config(preset, "extract"))
+        labels = preset_config(preset, "pseudolabel")
+        run_pseudolabel(workspace, replace(labels, train=replace(labels.train, epochs=1)))
+        run_train(workspace, replace(preset_config(preset, "train"), max_steps=1, num_workers=0))
+    if not new.exists():
+        generate(new, SynthConfig(classes=2, videos_per_class=max(1, videos // 2), seconds=seconds, seed=7))
+    return workspace, new
+
+
+def timed_pass(workspace: Path, videos: Path, config: PredictConfig, scheduler: SchedulerConfig) -> tuple[float, int]:
+    shutil.rmtree(pred_store.SCHEMA.path(workspace), ignore_errors=True)
+    began = time.perf_counter()
+    summary = run_predict(videos, workspace, config, scheduler)
+    assert summary.ok and summary.done, summary.line()
+    return time.perf_counter() - began, summary.frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/avfix-scale-out"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    workspace, videos = set_up(args.workdir, args.preset, args.videos, args.seconds)
+    config = replace(preset_config(args.preset, "predict"), device="cpu", segment_frames=64)
+    run_predict(videos, workspace, config)  # decodes the videos once (predict-features.zarr is kept)
+    setups = {"1 process": SchedulerConfig(workers=1), "2 processes": SchedulerConfig(workers=2, threads=False)}
+    walls: dict[str, list[float]] = {name: [] for name in setups}
+    frames = 0
+    for _ in range(args.rounds):
+        for name, scheduler in setups.items():
+            wall, frames = timed_pass(workspace, videos, config, scheduler)
+            walls[name].append(wall)
+            print(f"{name}: {wall:.1f} s for {frames} frames ({frames / wall:.1f} frames/s)", flush=True)
+    best = {name: min(values) for name, values in walls.items()}
+    print(f"\npreset {args.preset}, {frames} frames, best of {args.rounds} rounds, one torch thread per process:")
+    for name, wall in best.items():
+        print(f"  {name}: {wall:.1f} s, {frames / wall:.1f} frames/s")
+    print(f"  2 processes against 1: {best['1 process'] / best['2 processes']:.2f}x")
+    print(f"  network pass on one process: {1000 * best['1 process'] / frames:.1f} ms per frame "
+          "(decoding excluded: the features were decoded before)")
+
+
+if __name__ == "__main__":
+    main()
