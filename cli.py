@@ -159,7 +159,8 @@ def _common(function: Callable) -> Callable:
 
 
 def _decoding(function: Callable) -> Callable:
-    """-j, --threads/--processes and --scheduler: where extract and predict decode videos."""
+    """-j, --threads/--processes and --scheduler: where extract, pseudolabel and predict spread their
+    per-video work (decoding; pseudolabel's map passes; predict's network pass)."""
     for option in reversed((
         click.option("-j", "--workers", type=int, default=None,
                      help="Local dask workers; each keeps about two cores busy.  [default: [run] workers, 1]"),
@@ -292,13 +293,16 @@ def synth(
 @setting("--vggsound", key="pseudolabel.vggsound", type=click.Path(path_type=Path), help="VGGSound checkpoint (SPEC §1.4).")
 @setting("--vggsound-classes", key="pseudolabel.vggsound_classes", type=click.Path(path_type=Path),
          help="Its class names (stat.csv).")
-def pseudolabel(workspace: Path, preset: str | None, quiet: bool, as_json: bool, **_: Any) -> None:
+@_decoding
+def pseudolabel(workspace: Path, preset: str | None, workers: int | None, quiet: bool, as_json: bool,
+                **_: Any) -> None:
     """Learn S/ST/SA classifiers from the tags in WS/features.zarr and write pseudo fixation maps
     (SPEC §1.4-3) to WS/pseudo.zarr. Trained classifiers and finished videos are reused on a rerun.
 
     Example: avfix pseudolabel --workspace ws --preset cpu
     """
-    _run_stage(click.get_current_context(), "pseudolabel", workspace, quiet, as_json, preset=preset)
+    _run_stage(click.get_current_context(), "pseudolabel", workspace, quiet, as_json, preset=preset,
+               workers=workers)  # fmt: skip
 
 
 # --- train -------------------------------------------------------------------------------------

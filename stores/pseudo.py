@@ -5,6 +5,7 @@ pseudolabel stage's output; its schema is declared here, its layout shown by `py
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,3 +141,11 @@ def read_video(root: zarr.Group, video_id: str, names: tuple[str, ...] = ("pseud
     if group is None or not zarr_io.is_complete(group):
         raise KeyError(f"video {video_id!r} has no complete pseudo-labels")
     return read_block(group, names)
+
+
+def open_video(store: Path | str, video_id: str) -> zarr.Group:
+    """A video's group for a worker filling its arrays (the coordinating process created it)."""
+    group = zarr_io.video_group(zarr.open_group(str(store), mode="r+"), video_id)
+    if group is None:
+        raise KeyError(f"{store}: no group for video {video_id!r}")
+    return group

@@ -28,17 +28,21 @@ import torch
 from models.device import resolve_device, set_cpu_threads
 from models.selection import scale_boxes
 from pipeline.common.progress import Progress
+from pipeline.common.scheduling import SchedulerConfig
 from pipeline.common.settings import jsonable, output_settings
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.pseudolabel.event_audio import load_vggsound_scorer, video_event_probabilities
 from pipeline.pseudolabel.frozen import ScamCache
-from pipeline.pseudolabel.maps import SCAMModels, coarse_pass, fine_pass, smoothing_pass
+from pipeline.pseudolabel.maps import SCAMModels
+from pipeline.pseudolabel.passes import COARSE_PASS, FINAL_PASS, PassJob, classifier_names
+from pipeline.pseudolabel.runners import PASS_WAIT, PassRunner, pass_runner, serve_passes
 from pipeline.pseudolabel.stage import (
     EVENT_MODEL, PseudolabelError, TrainingKey, Videos, coarse_fingerprint, pseudo_video_state, split_by_video,
     usable_videos, video_fingerprint,
 )  # fmt: skip
 from pipeline.pseudolabel.training import Boxes, ClassifierTrainer, train_coarse, train_event_classifier, train_fine
 from pipeline.stage import COMPLETE, VideoCounts
+from pipeline.train.processes import Distributed
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
@@ -52,6 +56,7 @@ __all__ = ["PseudolabelConfig", "PseudolabelError", "PseudolabelSummary", "run_p
 
 @dataclass(kw_only=True)
 class PseudolabelSummary(VideoCounts):
+    rank: int = 0  # this process's rank in a torchrun job (only the first prints the summary)
     frames: int = 0
     frames_with_pseudo_gt: int = 0
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -92,11 +97,6 @@ def _fail(summary: PseudolabelSummary, video_id: str, reason: str, features_fing
     warn(f"FAILED {video_id}: {reason}")
 
 
-# The input stamp of a failure on damaged features: never the features' own, so the video is retried
-# once extract has made them again.
-_DAMAGED = "damaged"
-
-
 def _warn(summary: PseudolabelSummary, text: str, warn: Callable[[str], None]) -> None:
     summary.warnings.append(text)
     warn(f"warning: {text}")
@@ -107,11 +107,29 @@ def _warn(summary: PseudolabelSummary, text: str, warn: Callable[[str], None]) -
 
 def run_pseudolabel(
     workspace: str | Path, config: PseudolabelConfig, progress: Progress | None = None,
-    report: Callable[[str], None] | None = None,
+    report: Callable[[str], None] | None = None, scheduler: SchedulerConfig | None = None,
 ) -> PseudolabelSummary:  # fmt: skip
-    """Train the SCAM classifiers from the tags of `workspace/features.zarr` and write `pseudo.zarr`."""
+    """Train the SCAM classifiers from the tags of `workspace/features.zarr` and write `pseudo.zarr`.
+
+    The per-video passes go to the dask workers of `scheduler` when it has several (or an address), or,
+    under `torchrun`, to every process: the first trains the classifiers and coordinates, the others
+    wait for its passes' jobs.
+    """
+    # Processes that wait while the first one trains: allow for long training between two passes.
+    processes = Distributed.from_env(config.device, timeout=PASS_WAIT)
+    try:
+        if not processes.is_main:
+            serve_passes(processes, str(processes.device(config.device)), config.threads)
+            return PseudolabelSummary(store=str(pstore.SCHEMA.path(Path(workspace))), rank=processes.rank)
+        with pass_runner(processes, scheduler or SchedulerConfig(), config.device) as runner:
+            return _run_pseudolabel(Path(workspace), config, progress, report, runner)
+    finally:
+        processes.close()
+
+
+def _run_pseudolabel(workspace: Path, config: PseudolabelConfig, progress: Progress | None,
+                     report: Callable[[str], None] | None, runner: PassRunner) -> PseudolabelSummary:  # fmt: skip
     began = time.perf_counter()
-    workspace = Path(workspace)
     progress = progress or Progress(enabled=False)
     # Informational lines (epochs, reuse) show with the progress bars; failures and warnings always do.
     report = report or (progress.message if progress.enabled else log.info)
@@ -138,7 +156,8 @@ def run_pseudolabel(
         features_store=str(features_path), train_videos=[v.video_id for v in train_videos],
         val_videos=[v.video_id for v in val_videos],
     )  # fmt: skip
-    stage = _LabelRun(workspace, config, videos, val_videos, trainer, root, device, summary, progress, report)
+    stage = _LabelRun(workspace, config, videos, val_videos, trainer, root, device, summary, progress, report,
+                      runner)  # fmt: skip
     try:
         stage.run()
     except KeyboardInterrupt:
@@ -162,7 +181,8 @@ class _LabelRun:
 
     def __init__(self, workspace: Path, config: PseudolabelConfig, videos: list[VideoInfo],
                  val_videos: list[VideoInfo], trainer: ClassifierTrainer, root: Any, device: torch.device,
-                 summary: PseudolabelSummary, progress: Progress, report: Callable[[str], None]) -> None:  # fmt: skip
+                 summary: PseudolabelSummary, progress: Progress, report: Callable[[str], None],
+                 runner: PassRunner) -> None:  # fmt: skip
         self.workspace = workspace
         self.features_path = fstore.SCHEMA.path(workspace)
         self.config = config
@@ -174,7 +194,10 @@ class _LabelRun:
         self.summary = summary
         self.progress = progress
         self.report = report
+        self.runner = runner
         self.failed: set[str] = set()
+        self._coarse_fingerprints: dict[str, str] = {}  # of the videos whose coarse job is out
+        self._final_fingerprints: dict[str, str] = {}
 
     def run(self) -> None:
         config, trainer = self.config, self.trainer
@@ -188,7 +211,7 @@ class _LabelRun:
             models = SCAMModels(coarse=train_coarse(trainer, event_of, with_sa=scorer is not None))
         coarse = trainer.shas()
         with self._timed("coarse maps"):
-            self._for_each_video("coarse maps", lambda info, reader: self._coarse(info, reader, models, event_of, coarse))
+            self._pass(COARSE_PASS, lambda info: self._coarse(info, event_of, coarse), self._coarse_done)
         if config.fine_stage:
             boxes = self._boxes()
             if trainer.cache is not None:
@@ -198,7 +221,7 @@ class _LabelRun:
                 models.fine = train_fine(trainer, event_of, boxes, list(models.coarse))
         every = trainer.shas()
         with self._timed("fine maps and smoothing"):
-            self._for_each_video("pseudo-GT", lambda info, reader: self._final(info, reader, models, every))
+            self._pass(FINAL_PASS, lambda info: self._final(info, every), self._final_done)
 
     def _coarse_cache(self, scorer: Any) -> ScamCache:
         """The frozen backbone's maps of every frame, and the frozen audio encoder's embeddings."""
@@ -252,30 +275,40 @@ class _LabelRun:
         bar.close()
         return probs
 
-    def _for_each_video(self, what: str, work: Callable[[VideoInfo, fstore.VideoReader], None]) -> None:
-        bar = self.progress.bar(len(self.videos), what, "video")
+    def _pass(self, kind: str, prepare: Callable[[VideoInfo], PassJob | None],
+              finish: Callable[[PassJob], None]) -> None:  # fmt: skip
+        """One pass over the videos: `prepare` skips a video (None) or creates what its job writes into, the
+        runner runs the jobs here or elsewhere, `finish` records a finished job's video."""
+        bar = self.progress.bar(len(self.videos), kind, "video")
+        jobs = []
         for info in self.videos:
-            if info.video_id not in self.failed:
-                try:
-                    work(info, fstore.VideoReader(self.features_path, info.video_id))
-                except ChunkError as exc:  # its features are damaged: extract makes them again
-                    self.failed.add(info.video_id)
-                    _fail(self.summary, info.video_id, f"{what}: {exc}; {mark_damaged(exc)}", _DAMAGED,
-                          self.progress.message)  # fmt: skip
-                except OSError as exc:
-                    # One unreadable video must not stop the others; any other exception is a bug.
-                    self.failed.add(info.video_id)
-                    _fail(self.summary, info.video_id, f"{what}: {type(exc).__name__}: {exc}", info.fingerprint,
-                          self.progress.message)  # fmt: skip
+            job = None if info.video_id in self.failed else prepare(info)
+            if job is None:
+                bar.update(1)
+            else:
+                jobs.append(job)
+        for outcome in self.runner.run(jobs):
+            video_id = outcome.job.info.video_id
+            if outcome.failure is not None:
+                self.failed.add(video_id)
+                _fail(self.summary, video_id, outcome.failure, outcome.input_stamp, self.progress.message)
+            else:
+                finish(outcome.job)
             bar.update(1)
         bar.close()
 
-    def _coarse(self, info: VideoInfo, reader: fstore.VideoReader, models: SCAMModels,
-                event_of: dict[str, np.ndarray], shas: dict[str, str]) -> None:  # fmt: skip
+    def _job(self, kind: str, info: VideoInfo, event_prob: np.ndarray | None = None) -> PassJob:
+        trainer = self.trainer
+        names = classifier_names(list(trainer.results), kind)
+        embedding = trainer.cache.layout.embedding if trainer.cache is not None else 1
+        return PassJob(kind, str(self.workspace), self.config, info, len(trainer.classes),
+                       tuple((name, trainer.results[name].sha256) for name in names), embedding, event_prob)  # fmt: skip
+
+    def _coarse(self, info: VideoInfo, event_of: dict[str, np.ndarray], shas: dict[str, str]) -> PassJob | None:
         fingerprint = coarse_fingerprint(shas, self.config, info.fingerprint)
         attrs = pstore.SCHEMA.read_video(self.root, info.video_id)
         if attrs is not None and attrs.coarse_fingerprint == fingerprint:
-            return
+            return None
         video = pstore.PseudoVideo(
             label=info.label, class_index=info.class_index, has_audio=info.has_audio, n_frames=info.n_frames,
             map_size=self.config.map_size, features_fingerprint=info.fingerprint,
@@ -283,10 +316,14 @@ class _LabelRun:
             split="val" if info.video_id in self.val_ids else "train",
         )  # fmt: skip
         shapes = pstore.array_shapes(info.n_frames, self.config.map_size)
-        group = pstore.SCHEMA.create_video(self.root, info.video_id, video, shapes)
-        coarse_pass(info, reader, group, models, event_of[info.video_id], self.config, self.device, self.trainer.cache)
+        pstore.SCHEMA.create_video(self.root, info.video_id, video, shapes)
+        self._coarse_fingerprints[info.video_id] = fingerprint
+        return self._job(COARSE_PASS, info, event_of[info.video_id])
+
+    def _coarse_done(self, job: PassJob) -> None:
         # The coarse arrays (coarse_cam, probabilities, boxes, event_prob) are written and may be reused.
-        pstore.SCHEMA.update_video(group, coarse_fingerprint=fingerprint)
+        group = zarr_io.video_group(self.root, job.info.video_id)
+        pstore.SCHEMA.update_video(group, coarse_fingerprint=self._coarse_fingerprints.pop(job.info.video_id))
 
     def _boxes(self) -> Boxes:
         """Selection boxes of every video in stored-frame pixels, from the coarse pass."""
@@ -300,7 +337,7 @@ class _LabelRun:
             boxes[info.video_id] = (frame_boxes.numpy(), stored["has_box"])
         return boxes
 
-    def _final(self, info: VideoInfo, reader: fstore.VideoReader, models: SCAMModels, shas: dict[str, str]) -> None:
+    def _final(self, info: VideoInfo, shas: dict[str, str]) -> PassJob | None:
         fingerprint = video_fingerprint(shas, self.config, info.fingerprint)
         group = zarr_io.video_group(self.root, info.video_id)
         assert group is not None
@@ -309,11 +346,15 @@ class _LabelRun:
         if state.state == COMPLETE:
             self.summary.skipped += 1
             self._count(pstore.read_block(group, ("has_pseudo_gt",))["has_pseudo_gt"])
-            return
+            return None
         pstore.SCHEMA.mark_in_progress(group)
-        fine_pass(info, reader, group, models, self.config, self.device, self.trainer.cache)
-        smoothing_pass(info, reader, group, self.config, self.device)
-        pstore.SCHEMA.mark_complete(group, fingerprint, self.config.ALGORITHM_VERSION,
+        self._final_fingerprints[info.video_id] = fingerprint
+        return self._job(FINAL_PASS, info)
+
+    def _final_done(self, job: PassJob) -> None:
+        group = zarr_io.video_group(self.root, job.info.video_id)
+        pstore.SCHEMA.mark_complete(group, self._final_fingerprints.pop(job.info.video_id),
+                                    self.config.ALGORITHM_VERSION,
                                     final_settings=output_settings(self.config, "final"))  # fmt: skip
         self.summary.done += 1
         self._count(pstore.read_block(group, ("has_pseudo_gt",))["has_pseudo_gt"])

@@ -11,6 +11,7 @@ fingerprint and the algorithm version. The run computes these to decide what to 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from collections.abc import Iterable
@@ -256,11 +257,19 @@ class PseudolabelStage(Stage):
         states.sort(key=lambda v: v.video_id)
         return summarise(self.name, output, states, missing_output=root is None)
 
+    def run(self, run: StageRun) -> PseudolabelSummary:
+        # Under torchrun every process runs the stage; only the first trains, creates groups and writes
+        # attributes (the others run its pass jobs on groups it made), so only it holds the lock.
+        if int(os.environ.get("RANK", "0")) != 0:
+            return self.work(run)
+        return super().run(run)  # type: ignore[return-value]
+
     def work(self, run: StageRun) -> PseudolabelSummary:
         from pipeline.common.progress import Progress
         from pipeline.pseudolabel.run import run_pseudolabel
 
-        return run_pseudolabel(run.workspace, run.config.pseudolabel, Progress(enabled=run.progress))
+        return run_pseudolabel(run.workspace, run.config.pseudolabel, Progress(enabled=run.progress),
+                               scheduler=run.config.scheduler())  # fmt: skip
 
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:
         pstore.SCHEMA.forget_completion(pstore.SCHEMA.path(workspace))

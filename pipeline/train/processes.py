@@ -9,6 +9,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Iterator
 
 import torch
@@ -37,7 +38,8 @@ class Distributed:
         return self.world_size > 1
 
     @classmethod
-    def from_env(cls, device_name: str) -> "Distributed":
+    def from_env(cls, device_name: str, timeout: timedelta | None = None) -> "Distributed":
+        """`timeout`: how long a collective may wait for the other processes (torch's default if None)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
@@ -47,7 +49,7 @@ class Distributed:
             use_cuda = device_name != "cpu" and torch.cuda.is_available()
             if use_cuda:
                 torch.cuda.set_device(local_rank)
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timeout)
             owns = True
         return cls(rank, world_size, local_rank, owns, dist.get_backend() == "nccl")
 

@@ -1,0 +1,60 @@
+"""Pseudolabel's per-video passes spread over processes: 2 dask worker processes and a 2-process torchrun
+job write the same pseudo.zarr as one process, bit for bit (the classifiers are trained once, by the
+first process, so they are the same too)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import extracted_set
+
+from pipeline.common.scheduling import SchedulerConfig
+from pipeline.pseudolabel.run import run_pseudolabel
+from pipeline.workspace.config import Overrides, config_path, load_config, write_config
+from stores.compare import VOLATILE_ATTRS, store_differences
+
+REPO = Path(__file__).resolve().parents[2]
+SETTINGS = (
+    "pseudolabel.coarse_size=64", "pseudolabel.fine_size=64", "pseudolabel.map_size=32", "pseudolabel.infer_batch=8",
+    "pseudolabel.train.epochs=1", "pseudolabel.train.batch_size=16", "pseudolabel.device=cpu", "run.torch_threads=1",
+)  # fmt: skip
+PLACES = VOLATILE_ATTRS | {"features_store", "config"}  # where each run's files lie, and run-only settings
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory) -> Path:
+    ws = extracted_set(tmp_path_factory.mktemp("fanout"), classes=2, videos_per_class=2)
+    write_config(config_path(ws), load_config(ws, Overrides(preset="cpu", settings=SETTINGS)).config)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def one_process(extracted, tmp_path_factory) -> Path:
+    ws = shutil.copytree(extracted, tmp_path_factory.mktemp("single") / "ws")
+    summary = run_pseudolabel(ws, load_config(ws).config.pseudolabel)
+    assert summary.ok and summary.done == 4, summary.line()
+    return ws / "pseudo.zarr"
+
+
+def test_two_dask_worker_processes_write_what_one_process_writes(extracted, one_process, tmp_path):
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    summary = run_pseudolabel(ws, load_config(ws).config.pseudolabel,
+                              scheduler=SchedulerConfig(workers=2, threads=False))  # fmt: skip
+    assert summary.ok and summary.done == 4, summary.line()
+    assert store_differences(ws / "pseudo.zarr", one_process, ignore=PLACES) == []
+
+
+def test_two_torchrun_processes_write_what_one_process_writes(extracted, one_process, tmp_path):
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "cli", "pseudolabel", "--workspace", str(ws), "--quiet"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("pseudolabel: 4 done, 0 skipped, 0 failed") == 1, done.stdout  # by rank 0 only
+    assert store_differences(ws / "pseudo.zarr", one_process, ignore=PLACES) == []
