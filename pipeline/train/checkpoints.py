@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pipeline.train.config import TrainError
 
@@ -30,6 +29,8 @@ def checkpoint_dir(workspace: str | Path) -> Path:
 def _load(path: Path, mmap: bool) -> dict[str, Any]:
     if not path.is_file():
         raise TrainError(f"{path}: no such checkpoint")
+    import torch  # here: a workspace without checkpoints is read (`avfix status`) without torch
+
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
@@ -53,6 +54,8 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
 
 def rng_states() -> dict[str, Any]:
+    import torch
+
     name, keys, position, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
@@ -63,6 +66,8 @@ def rng_states() -> dict[str, Any]:
 
 
 def restore_rng(states: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
