@@ -63,8 +63,9 @@ def _encode_overlay(partial: Path, probe: media.MediaProbe, times: np.ndarray, f
         video.width, video.height = probe.width, probe.height
         video.pix_fmt = "yuv420p" if probe.width % 2 == 0 and probe.height % 2 == 0 else "yuv444p"
         video.time_base = TIME_BASE
-        # x264's frame threads encode while the next frames are decoded and blended; PyAV's default, slice
-        # threads, makes every encode call wait for its frame (same settings, same quality: 1.6-2x the frames/s).
+        # x264's frame threads encode while the next frames are decoded and blended; with PyAV's default, slice
+        # threads, every encode call waits for its frame. Same settings and quality; 1.0-1.7x the encoder's
+        # frames/s in interleaved runs on the loaded 2-core machine (more where a core is idle).
         video.codec_context.thread_type = "FRAME"
         audio = _AudioTrack(container, probe, float(times[0])) if probe.has_audio else None
         frames = media.decode_frames(probe, times, (probe.width, probe.height))
