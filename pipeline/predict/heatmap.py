@@ -54,5 +54,7 @@ def blend(frames: np.ndarray, saliency: np.ndarray, lut: np.ndarray, alpha: floa
     non-salient areas show the frame unchanged. Values are rounded to nearest (a tie may go either way).
     """
     heatmap = Heatmap.of(lut, alpha)
-    return np.stack([heatmap.blend_frame(frame, level) for frame, level in zip(frames, saliency)]) if len(frames) \
-        else np.empty_like(frames)  # fmt: skip
+    out = np.empty_like(frames)
+    for k, (frame, level) in enumerate(zip(frames, saliency)):
+        out[k] = heatmap.blend_frame(frame, level)
+    return out
