@@ -9,34 +9,18 @@ it by renaming a few prefixes (`load_vggsound_checkpoint`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
+from models.config import VGGSOUND_CLUSTERS, VGGSOUND_WIDTH, AudioEncoderConfig  # noqa: F401 - re-exported
 from models.weights import load_matching_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
-
-VGGSOUND_WIDTH = 64
-VGGSOUND_CLUSTERS = 16
-
-
-@dataclass(frozen=True)
-class AudioEncoderConfig:
-    # Channels of the first stage; stages use width x (1, 2, 4, 8). 64 = VGGSound ResNet-18,
-    # 8 or 16 give a tiny encoder for tests and the CPU demo.
-    width: int = VGGSOUND_WIDTH
-    # "netvlad" is needed to load a VGGSound checkpoint's pooling; "avg" is plain global average pooling.
-    pooling: Literal["avg", "netvlad"] = "avg"
-    netvlad_clusters: int = VGGSOUND_CLUSTERS
-    # Initial assignment sharpness: larger alpha = harder assignment of descriptors to centroids.
-    netvlad_alpha: float = 100.0
-
 
 class AudioFeatures(NamedTuple):
     feature_map: Tensor  # (B, 8*width, h, w): layer-4 map, 9 x 2 for a 257 x 48 input

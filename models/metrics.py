@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.config import SHUFFLED_AUC_SPLITS  # noqa: F401 - a default of the evaluate settings too
+
 MATLAB_EPS = 2.220446049250313e-16  # MATLAB `eps`, used by the MIT KL divergence
 AUC_JUDD_JITTER = 1e-7  # `rand(size)/10000000` in AUC_Judd.m
-SHUFFLED_AUC_SPLITS = 100
 SHUFFLED_AUC_STEP = 0.1
 CHUNK_PIXELS = 1 << 18  # pixels scored at once by `all_metrics` (2 MB per float64 map slice)
 

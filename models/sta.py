@@ -27,42 +27,21 @@ SPEC §8 decisions made here:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.audio_encoder import AudioEncoder, AudioEncoderConfig
+from models.audio_encoder import AudioEncoder
 from models.backbones import VisualBackbone
 from models.classifiers import AudioUpsampler, Stage
+# The settings live in a torch-free module (read at start-up); imported here for the network's users.
+from models.config import PAPER_BLUR_SIGMA, PAPER_MAP_SIZE, AudioEncoderConfig, LossWeights, STAConfig  # noqa: F401
 
 # Flow arrives in input pixels; dividing by the stride of the finest level keeps typical motions
 # (a few pixels to a few tens) near unit scale, whatever the input size.
 FLOW_UNIT_PIXELS = 8.0
-
-
-@dataclass(frozen=True)
-class STAConfig:
-    """Architecture of the STA network. Defaults are the paper's widths (SPEC §4.2)."""
-
-    width: int = 32  # channels of every reduced level (downv2/3/4 in the paper)
-    audio_channels: int = 32  # audio upsampler channels (Aup1-3)
-    switch_hidden: int = 256  # hidden units of the audio switch head
-    use_flow: bool = False  # stored optical flow of frame t as an extra input
-    flow_channels: int = 16
-    audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
-
-    def __post_init__(self) -> None:
-        for name in ("width", "audio_channels", "switch_hidden", "flow_channels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"STA {name} must be positive, got {getattr(self, name)}")
-        if isinstance(self.audio_encoder, dict):  # rebuilt from a checkpoint's settings
-            object.__setattr__(self, "audio_encoder", AudioEncoderConfig(**self.audio_encoder))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class STAOutput(NamedTuple):
@@ -244,12 +223,6 @@ def weighted_nss(prediction: Tensor, target: Tensor) -> Tensor:
     return (z * g).sum(dim=1) / g.sum(dim=1)
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    kl: float = 0.0  # SPEC §9 (V2) adds a KL term; V1 trains with BCE only
-    switch: float = 1.0
-
-
 class LossTerms(NamedTuple):
     total: Tensor
     bce: Tensor
@@ -279,8 +252,6 @@ def sta_loss(output: STAOutput, pseudo_gt: Tensor, event_target: Tensor, has_aud
 
 # --- inference post-processing (SPEC §4.6) ------------------------------------------------------------
 
-PAPER_BLUR_SIGMA = 7.0  # pixels, at the paper's 356 × 356 map
-PAPER_MAP_SIZE = 356
 GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import zarr
 
 from stores import faults, zarr_io
@@ -120,6 +119,8 @@ def write_segment(arrays: dict[str, DirectChunks | ZarrRows], start: int, frames
 
 def to_float16(values: np.ndarray) -> np.ndarray:
     """C-ordered float16, rounded as numpy rounds; torch converts with the CPU's F16C, 5x numpy's speed."""
+    import torch  # here: reading a store (`avfix status`) needs no torch
+
     return torch.from_numpy(np.ascontiguousarray(values)).to(torch.float16).numpy()
 
 

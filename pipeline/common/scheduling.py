@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from distributed import Client, LocalCluster
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class SchedulerConfig:
 
 @contextmanager
 def dask_client(config: SchedulerConfig) -> Iterator[Client]:
+    # Imported here: dask.distributed costs about 0.3 s, which commands that decode nothing need not pay.
+    from distributed import Client, LocalCluster
+
     # dask's own INFO chatter (scheduler start, worker registration) is noise in a CLI's output.
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("distributed").setLevel(logging.WARNING)

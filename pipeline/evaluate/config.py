@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from models import metrics
+from models.config import SHUFFLED_AUC_SPLITS
 from pipeline.common.errors import BadInput
 from pipeline.common.settings import device_setting, output_setting, output_settings, path_setting, run_setting
-from pipeline.evaluate import baselines as base
+from pipeline.evaluate import baseline_config as base
 from pipeline.evaluate import fixations as fx
 from pipeline.evaluate.cache import CACHE_NAME
 
@@ -84,7 +84,7 @@ class EvaluateConfig:
     # Pixel origin of CSV coordinates: corner, center, auto (fixations.DEFAULT_ORIGIN).
     origin: str = output_setting("auto", scope=(SCORES,))
     post_sigma: float = output_setting(2.0, scope=(SCORES,))
-    shuffle_splits: int = output_setting(metrics.SHUFFLED_AUC_SPLITS, scope=(SCORES,))
+    shuffle_splits: int = output_setting(SHUFFLED_AUC_SPLITS, scope=(SCORES,))
     seed: int = output_setting(0, scope=(SCORES,))
     baseline: base.BaselineConfig = output_setting(default_factory=base.BaselineConfig, scope=(SCORES,))
     # Pixels scored per batch. Draws are made per item, so the batches change no score.

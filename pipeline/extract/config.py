@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pipeline.common.audio_features import AudioWindowConfig
+from pipeline.common.audio_window import AudioWindowConfig
 from pipeline.common.flow import FlowConfig
 from pipeline.common.settings import output_setting, run_setting
 from stores import features as fstore

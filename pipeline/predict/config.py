@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from models.sta import PAPER_BLUR_SIGMA
+from models.config import PAPER_BLUR_SIGMA
 from pipeline.common.settings import device_setting, output_setting, path_setting, run_setting
-from pipeline.predict.overlay import colormap_lut
+from pipeline.predict.heatmap import colormap_lut
 
 MAPS, OVERLAY = "maps", "overlay"  # the two outputs a setting can change: the stored maps, the overlay videos
 

@@ -19,33 +19,13 @@ from typing import Callable, Iterator
 
 import av
 import numpy as np
-from matplotlib import colormaps
 
 from pipeline.common import media
 from pipeline.common.files import atomic_output
+from pipeline.predict.heatmap import Heatmap, colormap_lut
 
 TIME_BASE = Fraction(1, 90000)
 AAC_FRAME = 1024  # samples per AAC frame
-
-
-def colormap_lut(name: str = "jet") -> np.ndarray:
-    """(256, 3) uint8 RGB lookup table of a matplotlib colormap."""
-    try:
-        cmap = colormaps[name]
-    except KeyError as exc:
-        raise ValueError(f"unknown colormap {name!r} (any matplotlib colormap name, e.g. jet, inferno)") from exc
-    return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
-
-
-def blend(frames: np.ndarray, saliency: np.ndarray, lut: np.ndarray, alpha: float) -> np.ndarray:
-    """RGB uint8 (n, H, W, 3) and maps uint8 (n, H, W) → blended uint8 (n, H, W, 3).
-
-    The heat colour covers a pixel in proportion to its saliency (weight alpha · s/255), so
-    non-salient areas show the frame unchanged.
-    """
-    weight = (alpha / 255.0) * saliency.astype(np.float32)[..., None]
-    mixed = frames.astype(np.float32) * (1.0 - weight) + lut[saliency].astype(np.float32) * weight
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
 def write_overlay(
@@ -69,28 +49,31 @@ def write_overlay(
     if times.size != n_frames:
         raise media.MediaError(f"{source}: decodes to {times.size} frames now, the predictions have {n_frames} "
                                "(the file changed since predict?)")  # fmt: skip
-    lut = colormap_lut(colormap)
+    heatmap = Heatmap.of(colormap_lut(colormap), alpha)
     with atomic_output(out_path) as partial:
-        _encode_overlay(partial, probe, times, fps, n_frames, read_saliency, lut, alpha, chunk)
+        _encode_overlay(partial, probe, times, fps, n_frames, read_saliency, heatmap, chunk)
     return out_path
 
 
 def _encode_overlay(partial: Path, probe: media.MediaProbe, times: np.ndarray, fps: float | None, n_frames: int,
-                    read_saliency: Callable[[int, int], np.ndarray], lut: np.ndarray, alpha: float,
-                    chunk: int) -> None:  # fmt: skip
+                    read_saliency: Callable[[int, int], np.ndarray], heatmap: Heatmap, chunk: int) -> None:
     container = av.open(str(partial), mode="w", format="mp4")
     try:
         video = container.add_stream("libx264", rate=_stream_rate(probe, fps))
         video.width, video.height = probe.width, probe.height
         video.pix_fmt = "yuv420p" if probe.width % 2 == 0 and probe.height % 2 == 0 else "yuv444p"
         video.time_base = TIME_BASE
+        # x264's frame threads encode while the next frames are decoded and blended; with PyAV's default, slice
+        # threads, every encode call waits for its frame. Same settings and quality; 1.0-1.7x the encoder's
+        # frames/s in interleaved runs on the loaded 2-core machine (more where a core is idle).
+        video.codec_context.thread_type = "FRAME"
         audio = _AudioTrack(container, probe, float(times[0])) if probe.has_audio else None
         frames = media.decode_frames(probe, times, (probe.width, probe.height))
         for start in range(0, n_frames, chunk):
             stop = min(start + chunk, n_frames)
-            rgb = np.stack([next(frames) for _ in range(stop - start)])
-            for k, image in enumerate(blend(rgb, read_saliency(start, stop), lut, alpha)):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            # Maps are read a chunk at a time (one store read), blended a frame at a time (stays in cache).
+            for k, saliency in enumerate(read_saliency(start, stop)):
+                frame = av.VideoFrame.from_ndarray(heatmap.blend_frame(next(frames), saliency), format="rgb24")
                 frame.pts = int(round((times[start + k] - times[0]) / TIME_BASE))
                 frame.time_base = TIME_BASE
                 container.mux(video.encode(frame))

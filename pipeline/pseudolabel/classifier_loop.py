@@ -21,28 +21,12 @@ from models.device import autocast
 from pipeline.common.estimate import StepTimer
 from pipeline.common.files import save_torch_atomic, sha256_file
 from pipeline.common.progress import Progress
-from pipeline.common.settings import output_setting, run_setting
+from pipeline.pseudolabel.config import TrainConfig  # noqa: F401 - its settings live with the stage's
 
 log = logging.getLogger(__name__)
 
 # (model, batch already on the device, training?) -> (logits, labels)
 ForwardFn = Callable[[nn.Module, dict[str, Tensor], bool], tuple[Tensor, Tensor]]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """SPEC §2: SGD lr 1e-3, momentum 0.9. Adam suits small networks trained from scratch (the demo)."""
-
-    epochs: int = output_setting(30)
-    max_steps: int | None = output_setting(None)
-    batch_size: int = output_setting(16)
-    optimizer: str = output_setting("sgd")
-    lr: float = output_setting(1e-3)
-    momentum: float = output_setting(0.9)
-    weight_decay: float = output_setting(0.0)
-    patience: int = output_setting(5)
-    num_workers: int = run_setting(0)
-    seed: int = output_setting(0)
 
 
 @dataclass

@@ -9,10 +9,25 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pipeline.common.settings import device_setting, output_setting, path_setting, run_setting
-from pipeline.pseudolabel.classifier_loop import TrainConfig
 
 SMOOTHING_MODES = ("flow", "plain", "none")
 BACKBONE_MODES = ("finetune", "frozen")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SPEC §2: SGD lr 1e-3, momentum 0.9. Adam suits small networks trained from scratch (the demo)."""
+
+    epochs: int = output_setting(30)
+    max_steps: int | None = output_setting(None)
+    batch_size: int = output_setting(16)
+    optimizer: str = output_setting("sgd")
+    lr: float = output_setting(1e-3)
+    momentum: float = output_setting(0.9)
+    weight_decay: float = output_setting(0.0)
+    patience: int = output_setting(5)
+    num_workers: int = run_setting(0)
+    seed: int = output_setting(0)
 
 
 @dataclass(frozen=True)

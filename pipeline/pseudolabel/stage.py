@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.common.errors import BadInput
 from pipeline.common.files import sha256_file
+from pipeline.common.plain_pickle import UnreadablePickle, holds_torch_values, read_torch_pickle
 from pipeline.common.settings import describe_changes, output_settings
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.stage import (
@@ -169,11 +170,23 @@ def video_fingerprint(shas: dict[str, str], config: PseudolabelConfig, features_
 
 
 def read_classifier_header(path: Path) -> dict[str, Any]:
-    """A classifier checkpoint's fingerprint and whether it finished, read with torch's safe loader and
+    """A classifier checkpoint's fingerprint and whether it finished: from its pickle alone when both are
+    plain values (no torch import, `pipeline.common.plain_pickle`), else with torch's safe loader,
     memory-mapped (its tensors are not read)."""
+    try:
+        header = _classifier_header(read_torch_pickle(path))
+    except UnreadablePickle:
+        header = None
+    if header is not None and not holds_torch_values(header):
+        return header
     import torch
 
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return _classifier_header(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+
+
+def _classifier_header(saved: Any) -> dict[str, Any] | None:
+    if not isinstance(saved, dict) or not isinstance(saved.get("state", {}), dict):
+        return None
     return {"fingerprint": saved.get("fingerprint"), "finished": bool(saved.get("state", {}).get("finished"))}
 
 

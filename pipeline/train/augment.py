@@ -23,25 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.common.settings import output_setting
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """SPEC §4.5: frames resized to 400, random 356 crop (a side fraction of 0.89), flip p = 0.5,
-    rotation uniform in ±10°."""
-
-    crop_fraction: float = output_setting(356 / 400)
-    flip_probability: float = output_setting(0.5)
-    max_rotation_degrees: float = output_setting(10.0)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
-        if not 0 <= self.flip_probability <= 1:
-            raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
-        if self.max_rotation_degrees < 0:
-            raise ValueError(f"max_rotation_degrees must be >= 0, got {self.max_rotation_degrees}")
+from pipeline.train.config import AugmentConfig  # noqa: F401 - the settings live with the stage's
 
 
 def draw_affine(batch: int, config: AugmentConfig, generator: torch.Generator) -> Tensor:

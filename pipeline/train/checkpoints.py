@@ -2,8 +2,8 @@
 the RNG states they carry for exact resume.
 
 Every value in a checkpoint is a tensor or a plain Python value, so torch's safe loader
-(`weights_only=True`) reads it: no code runs when a checkpoint is opened, and `read_header` reads the
-settings and position memory-mapped without touching the weights.
+(`weights_only=True`) reads it: no code runs when a checkpoint is opened. `read_header` reads the
+settings and position from the checkpoint's pickle alone, without torch (`pipeline.common.plain_pickle`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from pipeline.common.plain_pickle import UnreadablePickle, holds_torch_values, read_torch_pickle
 from pipeline.train.config import TrainError
 
 CHECKPOINT_FORMAT = "avfix-sta-checkpoint"
@@ -30,10 +30,16 @@ def checkpoint_dir(workspace: str | Path) -> Path:
 def _load(path: Path, mmap: bool) -> dict[str, Any]:
     if not path.is_file():
         raise TrainError(f"{path}: no such checkpoint")
+    import torch  # here: a workspace's checkpoint headers are read (`avfix status`) without torch
+
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise TrainError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    return _checked(saved, path)
+
+
+def _checked(saved: Any, path: Path) -> dict[str, Any]:
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"{path}: not an avfix STA checkpoint (written by `avfix train`)")
     if saved.get("schema_version") != CHECKPOINT_SCHEMA:
@@ -48,11 +54,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's settings, data key and position, without reading its weights (memory-mapped)."""
-    return {key: value for key, value in _load(Path(path), mmap=True).items() if key not in _STATE_KEYS}
+    """A checkpoint's settings, data key and position, without reading its weights: from the pickle alone
+    when every header value is plain (no torch import), else by torch, memory-mapped."""
+    path = Path(path)
+    try:
+        saved = read_torch_pickle(path)
+    except UnreadablePickle:  # e.g. not a checkpoint at all: torch's reading gives the clear message
+        saved = None
+    if isinstance(saved, dict) and not holds_torch_values(_header_of(saved)):
+        return _header_of(_checked(saved, path))
+    return _header_of(_load(path, mmap=True))
+
+
+def _header_of(saved: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in saved.items() if key not in _STATE_KEYS}
 
 
 def rng_states() -> dict[str, Any]:
+    import torch
+
     name, keys, position, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
@@ -63,6 +83,8 @@ def rng_states() -> dict[str, Any]:
 
 
 def restore_rng(states: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

@@ -6,16 +6,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from models.sta import LossWeights, STAConfig
+from models.config import LossWeights, STAConfig
 from pipeline.common.errors import BadInput
 from pipeline.common.settings import device_setting, output_setting, output_settings, path_setting, run_setting
-from pipeline.train.augment import AugmentConfig
 
 ARCHITECTURE = "architecture"  # the settings a checkpoint's network is built from
 
 
 class TrainError(BadInput):
     """Training cannot start: missing stores, nothing to train on, an incompatible checkpoint."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """SPEC §4.5: frames resized to 400, random 356 crop (a side fraction of 0.89), flip p = 0.5,
+    rotation uniform in ±10°."""
+
+    crop_fraction: float = output_setting(356 / 400)
+    flip_probability: float = output_setting(0.5)
+    max_rotation_degrees: float = output_setting(10.0)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if not 0 <= self.flip_probability <= 1:
+            raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
+        if self.max_rotation_degrees < 0:
+            raise ValueError(f"max_rotation_degrees must be >= 0, got {self.max_rotation_degrees}")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def training_data_key(videos: list[Any], pseudo: Any) -> str:
 
 def workspace_data_key(workspace: Path, config: STATrainConfig) -> str:
     """The data key of the workspace's stores as they are now."""
-    from stores.samples import index_videos
+    from stores.sample_index import index_videos
 
     videos, _, _ = index_videos(fstore.SCHEMA.path(workspace), pstore.SCHEMA.path(workspace), config.val_fraction,
                                 config.seed)  # fmt: skip

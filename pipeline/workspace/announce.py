@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from models.device import resolve_device
+from pipeline.common.cuda import cuda_available
 from pipeline.workspace.config import LoadedConfig, Overrides
 from pipeline.workspace.presets import FAST_ON_CPU
 
@@ -34,16 +32,21 @@ def _preset_reason(preset: str, origin: str, config_file: str) -> str:
         why = "--preset"
     elif origin == FROM_FILE:
         why = f"[run] preset in {config_file}"
-    elif torch.cuda.is_available():
+    elif cuda_available():
         why = "the default with a CUDA GPU"
     else:
         why = "the default without a CUDA GPU"
-    if preset == "paper" and not torch.cuda.is_available():
+    if preset == "paper" and not cuda_available():
         why += f"; on a CPU it takes hours: --preset {FAST_ON_CPU} trains heads on a frozen backbone in minutes"
     return why
 
 
 def _device_text(name: str, amp: bool) -> str:
+    # Imported here: only a stage about to run torch names its device (`avfix run` with nothing to do needs no torch).
+    import torch
+
+    from models.device import resolve_device
+
     try:
         device = resolve_device(name)
     except (RuntimeError, ValueError):

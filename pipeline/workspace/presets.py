@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from models.audio_encoder import AudioEncoderConfig
-from models.sta import STAConfig
+from models.config import AudioEncoderConfig, STAConfig
+from pipeline.common.cuda import cuda_available
 from pipeline.extract.config import ExtractConfig
-from pipeline.pseudolabel.classifier_loop import TrainConfig
-from pipeline.pseudolabel.config import PseudolabelConfig
+from pipeline.pseudolabel.config import PseudolabelConfig, TrainConfig
 from pipeline.train.config import STATrainConfig
 from pipeline.workspace.registry import stage
 
@@ -27,7 +24,7 @@ FAST_ON_CPU = "fast"  # the preset a CPU user is pointed to
 
 def default_preset() -> str:
     """`paper` with a CUDA GPU, else `fast` (on 2 CPU cores `paper` takes hours on the smallest set)."""
-    return "paper" if torch.cuda.is_available() else FAST_ON_CPU
+    return "paper" if cuda_available() else FAST_ON_CPU
 
 
 PRESETS: dict[str, dict[str, Any]] = {

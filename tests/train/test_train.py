@@ -19,6 +19,7 @@ import torch
 import zarr
 from conftest import interruptible, write_sta_stores
 
+from pipeline.train import checkpoints
 from pipeline.train.checkpoints import load_checkpoint, read_header
 from pipeline.train.config import STATrainConfig, TrainError
 from pipeline.train.model import build_sta
@@ -284,13 +285,20 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
-def test_checkpoint_headers_are_read_with_the_safe_loader(tmp_path):
+def test_checkpoint_headers_are_read_with_the_safe_loader(tmp_path, monkeypatch):
     write_sta_stores(tmp_path, n_videos=3, n_frames=16)
     run_train(tmp_path, quick(max_steps=1))
     last = tmp_path / "checkpoints" / "sta" / "last.pt"
     header = read_header(last)
     assert header["position"]["step"] == 1 and header["settings"]["lr"] == quick().lr
     assert not {"model", "optimizer", "rng"} & set(header)  # the weights are not part of the header
+    # Read from the pickle without torch (`avfix status`), it is exactly what torch reads.
+    by_torch = torch.load(last, weights_only=True)
+    assert header == {key: value for key, value in by_torch.items()
+                      if key not in ("model", "optimizer", "scheduler", "scaler", "rng")}  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoints, "_load", lambda *_: pytest.fail("torch read the header"))
+        assert read_header(last) == header
     marker = tmp_path / "code-ran"
     torch.save({**torch.load(last, weights_only=True), "planted": _RunsCode(marker)}, last)
     with pytest.raises(TrainError, match="last.pt: not a readable PyTorch checkpoint"):

@@ -17,6 +17,7 @@ import torch
 import zarr
 from click.testing import CliRunner
 from conftest import TINY, first_run_overrides, make_sets
+from test_startup import NOT_FOR_STATUS, run_cli
 
 from cli import main
 from pipeline.common.settings import jsonable
@@ -80,6 +81,15 @@ def test_first_run_runs_every_stage_and_records_its_config(done):
     assert torch.load(ws / "checkpoints/sta/last.pt", weights_only=True)["config"]["epochs"] == 1
     report = json.loads((ws / "report.json").read_text())
     assert sum(len(d["items"]) for d in report["datasets"]) == 24
+
+
+def test_status_of_a_finished_workspace_reads_its_checkpoint_without_torch(done):
+    ws, _ = done
+    code, out, modules = run_cli("status", "--workspace", str(ws), "--json")
+    assert code == 0
+    assert json.loads(out)["stages"] == read_status(ws).to_dict()["stages"]
+    assert [stage["state"] for stage in json.loads(out)["stages"]] == ["complete"] * 5
+    assert modules.isdisjoint(NOT_FOR_STATUS), sorted(modules & set(NOT_FOR_STATUS))
 
 
 def test_second_run_does_nothing_and_says_so_per_stage(done, tmp_path):
