@@ -45,7 +45,7 @@ def set_up(workdir: Path, preset: str, videos: int, seconds: float) -> tuple[Pat
     if not (workspace / "checkpoints" / "sta" / "last.pt").exists():
         shutil.rmtree(workdir, ignore_errors=True)
         generate(tagged, SynthConfig(classes=2, videos_per_class=2, seconds=2.0))
-        run_extract(tagged, workspace, preset_config(preset, "extract"))
+        run_extract(tagged, workspace, preset_config(preset, "extract"), SchedulerConfig(workers=1))
         labels = preset_config(preset, "pseudolabel")
         run_pseudolabel(workspace, replace(labels, train=replace(labels.train, epochs=1)))
         run_train(workspace, replace(preset_config(preset, "train"), max_steps=1, num_workers=0))
