@@ -1,15 +1,17 @@
-"""Predict's network pass on several processes against one, one torch thread each (issue 16's target: 2
-processes on the 2-core machine >= 1.7x one), and the per-frame cost of the pass, to size a cluster.
+"""The inference passes on several processes against one, one torch thread each (issue 16's target: 2
+processes on the 2-core machine >= 1.7x one), and each pass's cost per frame, to size a cluster: predict's
+network pass, and pseudolabel's coarse pass and final pass (fine maps, fusion, smoothing).
 
     .venv/bin/python benchmarks/scale_out.py [--preset fast] [--videos 4] [--seconds 6] [--rounds 2]
                                              [--workdir /tmp/avfix-scale-out]
 
 Set-up (not timed): a small tagged set (`avfix synth`), extract, pseudolabel and one training step of the
-preset give a checkpoint of the preset's network; the videos to predict are decoded once. Timed: the
-network pass alone (predictions.zarr deleted before each run), in one process and then on a local dask
-cluster of 2 worker processes (the cluster's start-up included), alternating round by round so that
-other load on the machine falls on both. Prints wall seconds, frames/s, the ratio, and the pass's cost
-per frame on one process.
+preset give a checkpoint of the preset's network; the videos to predict are decoded once. Timed, in one
+process and then on a local dask cluster of 2 worker processes, alternating round by round so that other
+load on the machine falls on both: predict's network pass (predictions.zarr deleted before each run; the
+cluster's start-up included), and pseudolabel's two passes (pseudo.zarr deleted; the classifiers and the
+cached backbone maps are reused, so only the passes run; their own timings). Prints wall seconds,
+frames/s, the ratios, and each pass's cost per frame on one process.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from pipeline.common.scheduling import SchedulerConfig  # noqa: E402
 from pipeline.extract.run import run_extract  # noqa: E402
 from pipeline.predict.config import PredictConfig  # noqa: E402
 from pipeline.predict.run import run_predict  # noqa: E402
+from pipeline.pseudolabel.config import PseudolabelConfig  # noqa: E402
 from pipeline.pseudolabel.run import run_pseudolabel  # noqa: E402
 from pipeline.synth.generate import SynthConfig, generate  # noqa: E402
 from pipeline.train.run import run_train  # noqa: E402
 from pipeline.workspace.presets import preset_config  # noqa: E402
 from stores import predictions as pred_store  # noqa: E402
+from stores import pseudo as pseudo_store  # noqa: E402
 
 
 def set_up(workdir: Path, preset: str, videos: int, seconds: float) -> tuple[Path, Path]:
@@ -46,12 +50,16 @@ def set_up(workdir: Path, preset: str, videos: int, seconds: float) -> tuple[Pat
         shutil.rmtree(workdir, ignore_errors=True)
         generate(tagged, SynthConfig(classes=2, videos_per_class=2, seconds=2.0))
         run_extract(tagged, workspace, preset_config(preset, "extract"), SchedulerConfig(workers=1))
-        labels = preset_config(preset, "pseudolabel")
-        run_pseudolabel(workspace, replace(labels, train=replace(labels.train, epochs=1)))
+        run_pseudolabel(workspace, pseudolabel_config(preset))
         run_train(workspace, replace(preset_config(preset, "train"), max_steps=1, num_workers=0))
     if not new.exists():
         generate(new, SynthConfig(classes=2, videos_per_class=max(1, videos // 2), seconds=seconds, seed=7))
     return workspace, new
+
+
+def pseudolabel_config(preset: str) -> PseudolabelConfig:
+    labels = preset_config(preset, "pseudolabel")
+    return replace(labels, train=replace(labels.train, epochs=1), device="cpu", threads=1)
 
 
 def timed_pass(workspace: Path, videos: Path, config: PredictConfig, scheduler: SchedulerConfig) -> tuple[float, int]:
@@ -60,6 +68,14 @@ def timed_pass(workspace: Path, videos: Path, config: PredictConfig, scheduler: 
     summary = run_predict(videos, workspace, config, scheduler)
     assert summary.ok and summary.done, summary.line()
     return time.perf_counter() - began, summary.frames
+
+
+def timed_passes(workspace: Path, config: PseudolabelConfig, scheduler: SchedulerConfig) -> tuple[float, float, int]:
+    """(coarse pass s, final pass s, frames) of a pseudolabel run whose classifiers are all reused."""
+    shutil.rmtree(pseudo_store.SCHEMA.path(workspace), ignore_errors=True)
+    summary = run_pseudolabel(workspace, config, scheduler=scheduler)
+    assert summary.ok and summary.done, summary.line()
+    return summary.timings["coarse maps"], summary.timings["fine maps and smoothing"], summary.frames
 
 
 def main() -> None:
@@ -89,6 +105,19 @@ def main() -> None:
     print(f"  2 processes against 1: {best['1 process'] / best['2 processes']:.2f}x")
     print(f"  network pass on one process: {1000 * best['1 process'] / frames:.1f} ms per frame "
           "(decoding excluded: the features were decoded before)")
+
+    labels = pseudolabel_config(args.preset)
+    passes: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
+    for _ in range(args.rounds):
+        for name, scheduler in setups.items():
+            coarse, final, frames = timed_passes(workspace, labels, scheduler)
+            passes[name].append((coarse, final))
+            print(f"pseudolabel, {name}: coarse pass {coarse:.1f} s, final pass {final:.1f} s ({frames} frames)",
+                  flush=True)  # fmt: skip
+    for index, what in enumerate(("coarse pass", "final pass")):
+        quickest = {name: min(p[index] for p in values) for name, values in passes.items()}
+        print(f"  pseudolabel {what}: 2 processes against 1: {quickest['1 process'] / quickest['2 processes']:.2f}x; "
+              f"{1000 * quickest['1 process'] / frames:.1f} ms per frame on one process")
 
 
 if __name__ == "__main__":
