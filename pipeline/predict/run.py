@@ -37,7 +37,7 @@ from pipeline.extract.run import run_extract
 from pipeline.predict.config import MAPS, PredictConfig
 from pipeline.predict.overlay import write_overlay
 from pipeline.predict.segments import (
-    Segment, SegmentOutcome, no_missing_maps, predict_segment, predict_segments, segment_bounds,
+    Segment, SegmentOutcome, no_missing_maps, predict_segment, predict_segments, remember_model, segment_bounds,
 )  # fmt: skip
 from pipeline.predict.stage import (
     PredictError, extract_config_for, features_path, find_checkpoint, maps_fingerprint, overlay_fingerprint,
@@ -180,6 +180,7 @@ def _prepare(videos: str | Path, workspace: Path, config: PredictConfig, schedul
     device = resolve_device(config.device)
     model, saved = load_model(checkpoint, device)
     checkpoint_sha = sha256_file(checkpoint)
+    remember_model(checkpoint, checkpoint_sha, device, model, saved)
     store = pred_store.SCHEMA.path(workspace)
     records = discover(videos, require_labels=False).records
 

@@ -75,6 +75,14 @@ def _model(segment: Segment, device: torch.device) -> tuple[STANet, dict[str, An
         return _models[key]
 
 
+def remember_model(checkpoint: Path, checkpoint_sha: str, device: torch.device, model: STANet,
+                   saved: dict[str, Any]) -> None:
+    """The coordinator's loaded network, so that segments run in this process do not load it again."""
+    with _models_lock:
+        _models.clear()
+        _models[(str(checkpoint), checkpoint_sha, str(device))] = (model, saved)
+
+
 def predict_segment(segment: Segment, device: str | None = None) -> SegmentOutcome:
     """Predict and write one segment's maps (run in any process that sees the workspace)."""
     from pipeline.predict.run import predict_frames
