@@ -26,10 +26,10 @@ PREDICT_FILE_NAME = "predict-features.zarr"  # the same kind of store, for the v
 # zstd level 1: compressing was the largest cost of extract at level 3, for a few % fewer bytes
 # (356 px photos: ratio 1.40 vs 1.48, 0.7 vs 1.5 ms per frame; 178 px flow: 1.23 vs 1.31, 0.26 vs 0.65 ms).
 FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T, zstd_level=1,
-                   doc="RGB frames at the stored size (codec avfix.jpeg, one JPEG per frame; or lossless)")
+                   doc="RGB frames at the stored size (one JPEG per frame, codec avfix.jpeg; or lossless)")
 FLOW = ArraySpec("flow", ("t", "flow_component", "flow_y", "flow_x"), "float16", CHUNK_T, zstd_level=1,
-                 doc="flow from frame t-1 to t (zeros at t = 0), component 0 = dx, 1 = dy, in stored-frame pixels "
-                     "(codec avfix.fixed_step: kept as int16 multiples of a step)")
+                 doc="flow from frame t-1 to t (zeros at t = 0), component 0 = dx, 1 = dy, in stored-frame pixels, "
+                     "in fixed steps (avfix.fixed_step)")
 AUDIO = ArraySpec("audio", ("t", "freq", "time"), "float16", CHUNK_T, zstd_level=1,
                   doc="log spectrogram window of frame t (all zeros without audio)")
 TIMES = ArraySpec("t", ("t",), "float64", 4096, doc="frame time (s) from the first stored frame")
