@@ -43,14 +43,13 @@ import torch
 from PIL import Image
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, default_collate
 
-from pipeline.workspace.presets import preset_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's avfix, not an installed one
 
 from models.sta import sta_loss  # noqa: E402
 from pipeline.common.flow import FlowConfig  # noqa: E402
 from pipeline.train.augment import AugmentConfig, augment_batch, draw_affine  # noqa: E402
 from pipeline.train.model import build_sta  # noqa: E402
+from pipeline.workspace.presets import preset_config  # noqa: E402
 from stores import features as fstore  # noqa: E402
 from stores import pseudo as pstore  # noqa: E402
 from stores.samples import ChunkBatchSampler, STASamples, index_videos  # noqa: E402

@@ -224,6 +224,17 @@ class DirectChunks:
             raise ChunkError(self.folder, index, f"damaged: {exc} ({self.path(index)})") from exc
         return out[:rows]
 
+    def read_lazy(self, index: int) -> "np.ndarray | codecs.JpegChunk":
+        """Chunk `index` for a reader that takes only some of its frames: JPEG frames decode one by one
+        when first indexed (`codecs.JpegChunk`), other chunks whole, as `read`. Its checksum is checked
+        now, its frames' decoding when they are."""
+        if not isinstance(self.coder, _JpegFrames) or not self.checksum:
+            return self.read(index)
+        try:
+            return _CheckedJpegChunk(self.raw(index), self.chunk_shape, self, index)
+        except ValueError as exc:
+            raise ChunkError(self.folder, index, f"damaged: {exc} ({self.path(index)})") from exc
+
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) (clamped to the array), assembled from their chunks."""
         start, stop = max(start, 0), min(stop, self.shape[0])
@@ -258,6 +269,20 @@ class DirectChunks:
             faults.reached("chunk")
 
 
+class _CheckedJpegChunk(codecs.JpegChunk):
+    """A lazily decoded JPEG chunk whose undecodable frame raises `ChunkError`, as a whole read would."""
+
+    def __init__(self, data: memoryview, shape: tuple[int, ...], owner: DirectChunks, index: int) -> None:
+        super().__init__(data, shape)
+        self.owner, self.index = owner, index
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        try:
+            return super().__getitem__(k)
+        except (ValueError, cv2.error) as exc:
+            raise ChunkError(self.owner.folder, self.index, f"damaged: {exc} ({self.owner.path(self.index)})") from exc
+
+
 class ZarrRows:
     """Row-block reads and writes through zarr, for arrays `DirectChunks` does not cover."""
 
@@ -271,6 +296,17 @@ class ZarrRows:
     def write(self, start: int, data: np.ndarray) -> None:
         self.array[start : start + data.shape[0]] = data
         faults.reached("chunk")
+
+    def read_lazy(self, index: int) -> "np.ndarray | codecs.JpegChunk":
+        """Chunk `index` for a reader that takes only some of its frames: JPEG frames decode one by one
+        when first indexed (`codecs.JpegChunk`), other chunks whole, as `read`. Its checksum is checked
+        now, its frames' decoding when they are."""
+        if not isinstance(self.coder, _JpegFrames) or not self.checksum:
+            return self.read(index)
+        try:
+            return _CheckedJpegChunk(self.raw(index), self.chunk_shape, self, index)
+        except ValueError as exc:
+            raise ChunkError(self.folder, index, f"damaged: {exc} ({self.path(index)})") from exc
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.array[max(start, 0) : stop])

@@ -72,26 +72,57 @@ def encode_jpeg_frames(frames: np.ndarray, quality: int, subsampling: str) -> by
     return header + b"".join(images)
 
 
+class JpegChunk:
+    """One chunk's JPEG frames, decoded one at a time when first asked for (`chunk[k]`).
+
+    A training sample needs frames t-1, t, t+1: at a chunk's edge one frame of the next chunk, and in
+    random order three frames of three chunks. Decoding a whole 16-frame chunk for each would cost up to
+    16 JPEG decodes per frame used; here each frame used costs one.
+    """
+
+    def __init__(self, data: bytes | memoryview, shape: tuple[int, ...], out: np.ndarray | None = None) -> None:
+        view = memoryview(data)
+        if len(view) < 4:
+            raise FrameCodecError(f"truncated JPEG chunk ({len(view)} bytes)")
+        count = int(np.frombuffer(view[:4], dtype=_U32)[0])
+        if count != shape[0] or len(view) < 4 * (count + 1):
+            raise FrameCodecError(f"JPEG chunk holds {count} frames, expected {shape[0]}")
+        lengths = np.frombuffer(view[4 : 4 * (count + 1)], dtype=_U32).astype(np.int64)
+        self.ends = 4 * (count + 1) + np.cumsum(lengths)
+        self.starts = self.ends - lengths
+        if count and self.ends[-1] != len(view):
+            raise FrameCodecError(f"JPEG chunk is {len(view)} bytes, its frames {int(self.ends[-1])}")
+        self.view = view
+        self.frames = np.empty(shape, dtype=np.uint8) if out is None else out
+        self.decoded = np.zeros(count, dtype=bool)
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames.nbytes + len(self.view)
+
+    def __len__(self) -> int:
+        return len(self.decoded)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if not self.decoded[k]:
+            image = np.frombuffer(self.view[int(self.starts[k]) : int(self.ends[k])], dtype=np.uint8)
+            decoded = cv2.imdecode(image, cv2.IMREAD_COLOR_RGB)
+            if decoded is None or decoded.shape != self.frames.shape[1:]:
+                got = None if decoded is None else decoded.shape
+                raise FrameCodecError(f"frame {k} of a JPEG chunk does not decode to {self.frames.shape[1:]} (got {got})")
+            self.frames[k] = decoded
+            self.decoded[k] = True
+        return self.frames[k]
+
+    def all(self) -> np.ndarray:
+        for k in range(len(self)):
+            self[k]
+        return self.frames
+
+
 def decode_jpeg_frames(data: bytes | memoryview, out: np.ndarray) -> np.ndarray:
     """Chunk bytes → `out` (t, y, x, 3) uint8 RGB, filled in place; a wrong count or size raises."""
-    view = memoryview(data)
-    if len(view) < 4:
-        raise FrameCodecError(f"truncated JPEG chunk ({len(view)} bytes)")
-    count = int(np.frombuffer(view[:4], dtype=_U32)[0])
-    if count != out.shape[0] or len(view) < 4 * (count + 1):
-        raise FrameCodecError(f"JPEG chunk holds {count} frames, expected {out.shape[0]}")
-    lengths = np.frombuffer(view[4 : 4 * (count + 1)], dtype=_U32).astype(np.int64)
-    ends = 4 * (count + 1) + np.cumsum(lengths)
-    if count and ends[-1] != len(view):
-        raise FrameCodecError(f"JPEG chunk is {len(view)} bytes, its frames {int(ends[-1])}")
-    for k in range(count):
-        image = np.frombuffer(view[int(ends[k] - lengths[k]) : int(ends[k])], dtype=np.uint8)
-        decoded = cv2.imdecode(image, cv2.IMREAD_COLOR_RGB)
-        if decoded is None or decoded.shape != out.shape[1:]:
-            got = None if decoded is None else decoded.shape
-            raise FrameCodecError(f"frame {k} of a JPEG chunk does not decode to {out.shape[1:]} (got {got})")
-        out[k] = decoded
-    return out
+    return JpegChunk(data, out.shape, out).all()
 
 
 @dataclass(frozen=True)

@@ -221,3 +221,25 @@ def test_a_fresh_zarr_finds_the_codecs_through_the_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["uint8", "(20,", "48,", "64,", "3)", "float16", "1.25"]
+
+
+def test_chunk_cache_decodes_only_the_jpeg_frames_asked_for(tmp_path):
+    from stores.datasets import ChunkCache
+
+    store = tmp_path / "s.zarr"
+    group = make_arrays(store)
+    group["frames"][:] = photo_like(20)
+    expected = np.asarray(group["frames"][:])
+    cache = ChunkCache(store)
+    np.testing.assert_array_equal(cache.read("v", "frames", 15), expected[15])
+    np.testing.assert_array_equal(cache.read("v", "frames", 16), expected[16])  # the next chunk's first frame
+    first, second = cache._chunks[("v", "frames", 0)], cache._chunks[("v", "frames", 1)]
+    assert first.decoded.tolist() == [False] * 15 + [True] and second.decoded.sum() == 1
+    np.testing.assert_array_equal(np.stack([cache.read("v", "frames", t) for t in range(20)]), expected)
+    # A frame that does not decode raises ChunkError when it is asked for, like a whole read.
+    bad = bytearray(codecs.encode_jpeg_frames(photo_like(16), 95, "444"))
+    header = 4 * 17
+    bad[header + 2 : header + 40] = b"\0" * 38  # the first JPEG's headers
+    rows_of(group["frames"]).path(0).write_bytes(bytes(bad) + crc32c(bytes(bad)))
+    with pytest.raises(ChunkError, match=r"chunk 0: damaged: frame 0 of a JPEG chunk does not decode"):
+        ChunkCache(store).read("v", "frames", 0)
