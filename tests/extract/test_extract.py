@@ -419,3 +419,25 @@ def _write_audio_only(path: Path) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def test_frames_are_jpeg_by_default_and_lossless_on_request(tmp_path, video_factory):
+    from pipeline.extract.config import FrameStorageConfig
+    from stores.codecs import JpegFramesCodec
+
+    video = video_factory("j.mp4", n_frames=20, fps=10, size=(96, 64))
+    src = layout(tmp_path, {"cat": [video]})
+    run_extract(src, tmp_path / "jpeg", ExtractConfig(size=64), LOCAL)
+    lossless = ExtractConfig(size=64, frames=FrameStorageConfig(codec="lossless"))
+    run_extract(src, tmp_path / "lossless", lossless, LOCAL)
+    jpeg_frames, exact = open_video(tmp_path / "jpeg", "j")["frames"], open_video(tmp_path / "lossless", "j")["frames"]
+    assert isinstance(jpeg_frames.metadata.codecs[0], JpegFramesCodec)
+    assert not any(isinstance(codec, JpegFramesCodec) for codec in exact.metadata.codecs)
+    a, b = jpeg_frames[:].astype(np.float64), exact[:].astype(np.float64)
+    assert a.shape == b.shape and 10 * np.log10(255**2 / np.mean((a - b) ** 2)) > 35
+    # The frames settings enter the fingerprint: switching the codec makes the video again.
+    again = run_extract(src, tmp_path / "jpeg", lossless, LOCAL)
+    assert (again.done, again.skipped) == (1, 0)
+    np.testing.assert_array_equal(open_video(tmp_path / "jpeg", "j")["frames"][:], exact[:])
+    with pytest.raises(ValueError, match="frames codec must be one of jpeg, lossless, got 'png'"):
+        ExtractConfig(frames=FrameStorageConfig(codec="png"))
