@@ -197,7 +197,7 @@ def main(verbose: int) -> None:
 @setting("--keep-aspect", key="extract.keep_aspect", is_flag=True,
          help="Keep the aspect ratio: the shorter side becomes --size.")
 @setting("--frame-codec", key="extract.frames.codec", type=click.Choice(["jpeg", "lossless"]),
-         help="How frames are stored: one JPEG per frame (lossy, 4:4:4) or uint8 + zstd.  [default: jpeg]")
+         help="Frames stored as one JPEG per frame (lossy, 4:4:4) or uint8 + zstd.  [default: jpeg]")
 @setting("--jpeg-quality", key="extract.frames.quality", type=click.IntRange(1, 100),
          help="JPEG quality of the stored frames.  [default: 95]")
 @setting("--flow", key="extract.flow.method", type=click.Choice(["dis", "none"]), help="Optical flow method.  [default: dis]")

@@ -38,8 +38,8 @@ def soundtrack(path: Path) -> np.ndarray:
         if not container.streams.audio:
             return np.zeros(0, np.float32)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
-        pieces = [out.to_ndarray().reshape(-1) for frame in container.decode(audio=0) for out in resampler.resample(frame)]
-        pieces += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+        frames = [*container.decode(audio=0), None]  # None flushes the resampler
+        pieces = [out.to_ndarray().reshape(-1) for frame in frames for out in resampler.resample(frame)]
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 

@@ -3,11 +3,12 @@
 Layout (what `zarr_io.create_array` makes): a local directory, the default "/" chunk keys, chunks whole
 along every axis but t, and the codecs bytes -> zstd -> crc32c, or one of avfix's own chains
 (`stores.codecs`): avfix.fixed_step -> bytes -> zstd -> crc32c (flow), avfix.jpeg -> crc32c (frames).
-Any other layout is read and written through zarr, and the first such array a process meets is logged. The CRC32C of the compressed bytes ends
-every chunk (Zarr v3's `crc32c` codec), and every chunk is written, even an all-fill one
-(`write_empty_chunks`), so a reader tells a damaged chunk from a good one and a missing chunk from an
-empty one. The files are exactly what zarr reads and writes (a test checks both ways); arrays written by
-an earlier avfix, without the checksum, are still read (damage then shows only as undecodable bytes).
+Any other layout is read and written through zarr, and the first such array a process meets is logged.
+The CRC32C of the compressed bytes ends every chunk (Zarr v3's `crc32c` codec), and every chunk is
+written, even an all-fill one (`write_empty_chunks`), so a reader tells a damaged chunk from a good one
+and a missing chunk from an empty one. The files are exactly what zarr reads and writes (a test checks
+both ways); arrays written by an earlier avfix, without the checksum, are still read (damage then shows
+only as undecodable bytes).
 
 zarr-python serves every read and write through one event-loop thread: reader threads of a training
 loader queue behind each other there, and writing a 16-frame chunk of 356 px frames cost 3.6 ms per
@@ -173,7 +174,8 @@ class DirectChunks:
         chunk_shape = tuple(array.chunks)
         keys = meta.chunk_key_encoding
         if coder is None:
-            _log_fallback(array, "codecs " + " -> ".join(str(c.to_dict()["name"]) for c in chain) + " not read directly")
+            names = " -> ".join(str(c.to_dict()["name"]) for c in chain)
+            _log_fallback(array, f"codecs {names} not read directly")
             return None
         if tuple(chunk_shape[1:]) != tuple(array.shape[1:]):
             _log_fallback(array, "chunks split along axes other than t")
@@ -280,7 +282,8 @@ class _CheckedJpegChunk(codecs.JpegChunk):
         try:
             return super().__getitem__(k)
         except (ValueError, cv2.error) as exc:
-            raise ChunkError(self.owner.folder, self.index, f"damaged: {exc} ({self.owner.path(self.index)})") from exc
+            where = self.owner.path(self.index)
+            raise ChunkError(self.owner.folder, self.index, f"damaged: {exc} ({where})") from exc
 
 
 class ZarrRows:

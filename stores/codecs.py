@@ -109,7 +109,8 @@ class JpegChunk:
             decoded = cv2.imdecode(image, cv2.IMREAD_COLOR_RGB)
             if decoded is None or decoded.shape != self.frames.shape[1:]:
                 got = None if decoded is None else decoded.shape
-                raise FrameCodecError(f"frame {k} of a JPEG chunk does not decode to {self.frames.shape[1:]} (got {got})")
+                wanted = self.frames.shape[1:]
+                raise FrameCodecError(f"frame {k} of a JPEG chunk does not decode to {wanted} (got {got})")
             self.frames[k] = decoded
             self.decoded[k] = True
         return self.frames[k]
