@@ -197,6 +197,10 @@ def main(verbose: int) -> None:
 @setting("--size", key="extract.size", type=int, help="Side of the stored square frames (SPEC §1.2: 356).")
 @setting("--keep-aspect", key="extract.keep_aspect", is_flag=True,
          help="Keep the aspect ratio: the shorter side becomes --size.")
+@setting("--frame-codec", key="extract.frames.codec", type=click.Choice(["jpeg", "lossless"]),
+         help="Frames stored as one JPEG per frame (lossy, 4:4:4) or uint8 + zstd.  [default: jpeg]")
+@setting("--jpeg-quality", key="extract.frames.quality", type=click.IntRange(1, 100),
+         help="JPEG quality of the stored frames.  [default: 95]")
 @setting("--flow", key="extract.flow.method", type=click.Choice(["dis", "none"]), help="Optical flow method.  [default: dis]")
 @setting("--flow-scale", key="extract.flow.scale", type=float,
          help="Flow grid size as a fraction of the frame size.  [default: 0.5]")

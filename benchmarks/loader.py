@@ -1,9 +1,10 @@
 """STA training samples per second: the Zarr stores against the original one-file-per-item layout.
 
 Both layouts are built in this run from the same generated frames:
-- stores: features.zarr (frames, audio windows) + pseudo.zarr (pseudo-GT), read by `stores.samples`
-  with the chunk-aware batch order (`ChunkBatchSampler`) and 2 reader threads (as `avfix train`), and
-  for comparison with 2 DataLoader worker processes;
+- stores: features.zarr (frames stored as extract stores them, JPEG by default; audio windows) +
+  pseudo.zarr (pseudo-GT), read by `stores.samples` with the chunk-aware batch order
+  (`ChunkBatchSampler`) and 2 reader threads (as `avfix train`), and for comparison with 2 DataLoader
+  worker processes;
 - original (SPEC §1.2-1.3, §3.5): one JPEG per frame, one HDF5 file per audio window (key "dataset"),
   one grayscale JPEG per pseudo-GT, decoded with PIL and h5py in a plain shuffled DataLoader with 2
   worker processes, as the released code read them.
@@ -18,6 +19,7 @@ configuration next to the loader's rate at the same sizes.
 
     .venv/bin/python benchmarks/loader.py              # --size 356 --videos 16 --frames 64
     .venv/bin/python benchmarks/loader.py --quick      # smaller, for a smoke test
+    .venv/bin/python benchmarks/loader.py --frame-codec lossless   # frames stored as uint8 + zstd
 
 Other processes on the machine change the figures; ratios are measured in the same run, and each
 loader's rate is the best of two alternating runs.
@@ -41,13 +43,13 @@ import torch
 from PIL import Image
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, default_collate
 
-from pipeline.workspace.presets import preset_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's avfix, not an installed one
 
 from models.sta import sta_loss  # noqa: E402
+from pipeline.common.flow import FlowConfig  # noqa: E402
 from pipeline.train.augment import AugmentConfig, augment_batch, draw_affine  # noqa: E402
 from pipeline.train.model import build_sta  # noqa: E402
+from pipeline.workspace.presets import preset_config  # noqa: E402
 from stores import features as fstore  # noqa: E402
 from stores import pseudo as pstore  # noqa: E402
 from stores.samples import ChunkBatchSampler, STASamples, index_videos  # noqa: E402
@@ -74,7 +76,7 @@ def generated_video(size: int, n_frames: int, seed: int) -> tuple[np.ndarray, np
     return frames, audio, gt
 
 
-def build_layouts(root: Path, n_videos: int, n_frames: int, size: int) -> None:
+def build_layouts(root: Path, n_videos: int, n_frames: int, size: int, frame_codec: str = "jpeg") -> None:
     features = fstore.SCHEMA.open_for_writing(fstore.SCHEMA.path(root))
     fstore.SCHEMA.update_store(features, classes=["thing"], settings={"size": size})
     pseudo = pstore.SCHEMA.open_for_writing(pstore.SCHEMA.path(root))
@@ -83,11 +85,13 @@ def build_layouts(root: Path, n_videos: int, n_frames: int, size: int) -> None:
                                val_videos=[])  # fmt: skip
     for k, video_id in enumerate(ids):
         frames, audio, gt = generated_video(size, n_frames, seed=k)
-        shape = fstore.VideoShape(n_frames, size, size, size // 2, size // 2, N_FREQ, N_TIME)
+        flow_side = max(8, round(size * FlowConfig().stored_scale))
+        shape = fstore.VideoShape(n_frames, size, size, flow_side, flow_side, N_FREQ, N_TIME)
         video = fstore.FeaturesVideo(label="thing", n_frames=n_frames, height=size, width=size, has_audio=True)
-        group = fstore.SCHEMA.create_video(features, video_id, video, shape.array_shapes())
+        encodings = fstore.encodings(frame_codec, flow_step=FlowConfig().step)  # extract's defaults
+        group = fstore.SCHEMA.create_video(features, video_id, video, shape.array_shapes(), encodings)
         arrays = fstore.open_video_arrays(fstore.SCHEMA.path(root), video_id)
-        fstore.write_segment(arrays, 0, frames, np.zeros((n_frames, 2, size // 2, size // 2), np.float32), audio)
+        fstore.write_segment(arrays, 0, frames, np.zeros((n_frames, 2, flow_side, flow_side), np.float32), audio)
         fstore.SCHEMA.mark_complete(group, video_id, 1)
         zeros = np.zeros((n_frames, 3, 1, 1), np.float16)
         maps = pstore.VideoMaps(
@@ -251,6 +255,8 @@ def main() -> None:
                         help="torch threads of the main process (augmentation, training); with 2 readers on 2 cores "
                              "more threads only spin against them")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="Small sizes, few batches (a smoke test).")
+    parser.add_argument("--frame-codec", choices=("jpeg", "lossless"), default="jpeg",
+                        help="How the stores hold the frames (extract's [extract.frames] codec).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -258,10 +264,11 @@ def main() -> None:
     tiny = preset_config("cpu", "train")
     work = Path(tempfile.mkdtemp(prefix="avfix-loader-"))
     try:
-        print(f"torch threads {torch.get_num_threads()}, {args.workers} readers per loader, batch {args.batch_size}")
+        print(f"torch threads {torch.get_num_threads()}, {args.workers} readers per loader, batch {args.batch_size}, "
+              f"stored frames: {args.frame_codec}")
         began = time.perf_counter()
-        build_layouts(work / "paper", args.videos, args.frames, args.size)
-        build_layouts(work / "tiny", args.videos, args.frames, tiny.input_size)
+        build_layouts(work / "paper", args.videos, args.frames, args.size, args.frame_codec)
+        build_layouts(work / "tiny", args.videos, args.frames, tiny.input_size, args.frame_codec)
         os.sync()  # the written files' writeback must not compete with the first loader timed
         print(f"built both layouts from the same frames in {time.perf_counter() - began:.1f} s "
               f"({args.videos} videos x {args.frames} frames at {args.size} px, and at {tiny.input_size} px)")

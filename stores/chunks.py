@@ -1,11 +1,14 @@
 """Whole t-chunks of avfix's arrays, read and written straight as chunk files, every one checked.
 
 Layout (what `zarr_io.create_array` makes): a local directory, the default "/" chunk keys, chunks whole
-along every axis but t, and the codecs bytes -> zstd -> crc32c. The CRC32C of the compressed bytes ends
-every chunk (Zarr v3's `crc32c` codec), and every chunk is written, even an all-fill one
-(`write_empty_chunks`), so a reader tells a damaged chunk from a good one and a missing chunk from an
-empty one. The files are exactly what zarr reads and writes (a test checks both ways); arrays written by
-an earlier avfix, without the checksum, are still read (damage then shows only as undecodable bytes).
+along every axis but t, and the codecs bytes -> zstd -> crc32c, or one of avfix's own chains
+(`stores.codecs`): avfix.fixed_step -> bytes -> zstd -> crc32c (flow), avfix.jpeg -> crc32c (frames).
+Any other layout is read and written through zarr, and the first such array a process meets is logged.
+The CRC32C of the compressed bytes ends every chunk (Zarr v3's `crc32c` codec), and every chunk is
+written, even an all-fill one (`write_empty_chunks`), so a reader tells a damaged chunk from a good one
+and a missing chunk from an empty one. The files are exactly what zarr reads and writes (a test checks
+both ways); arrays written by an earlier avfix, without the checksum, are still read (damage then shows
+only as undecodable bytes).
 
 zarr-python serves every read and write through one event-loop thread: reader threads of a training
 loader queue behind each other there, and writing a 16-frame chunk of 356 px frames cost 3.6 ms per
@@ -15,14 +18,18 @@ Writes go to a temporary name and are renamed into place, so a killed writer lea
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import zarr
 
-from stores import faults
+from stores import codecs, faults
 from stores.zarr_io import VIDEOS, StoreError
+
+log = logging.getLogger(__name__)
 
 _CRC_BYTES = 4
 
@@ -58,45 +65,126 @@ def crc32c(data: bytes) -> bytes:
     return int(google_crc32c().value(data)).to_bytes(4, "little")
 
 
+class _ZstdBytes:
+    """bytes -> zstd: the arrays' plain layout."""
+
+    def __init__(self, level: int) -> None:
+        from numcodecs import Zstd  # zarr's own dependency
+
+        self._zstd = Zstd(level=level)
+
+    def encode(self, block: np.ndarray) -> bytes:
+        return bytes(self._zstd.encode(block))
+
+    def decode(self, raw: memoryview, out: np.ndarray) -> None:
+        self._zstd.decode(raw, out=out)
+
+
+class _FixedStepZstd(_ZstdBytes):
+    """avfix.fixed_step -> bytes -> zstd: floats kept as int16 multiples of a step (the flow)."""
+
+    def __init__(self, level: int, step: float) -> None:
+        super().__init__(level)
+        self.step = step
+
+    def encode(self, block: np.ndarray) -> bytes:
+        return super().encode(codecs.to_steps(block, self.step))
+
+    def decode(self, raw: memoryview, out: np.ndarray) -> None:
+        steps = np.empty(out.shape, dtype="<i2")
+        super().decode(raw, steps)
+        out[...] = codecs.from_steps(steps, self.step, out.dtype)
+
+
+class _JpegFrames:
+    """avfix.jpeg: one JPEG per frame (the frames, lossy)."""
+
+    def __init__(self, quality: int, subsampling: str) -> None:
+        self.quality = quality
+        self.subsampling = subsampling
+
+    def encode(self, block: np.ndarray) -> bytes:
+        return codecs.encode_jpeg_frames(block, self.quality, self.subsampling)
+
+    def decode(self, raw: memoryview, out: np.ndarray) -> None:
+        codecs.decode_jpeg_frames(raw, out)
+
+
+Coder = _ZstdBytes | _JpegFrames
+
+
+def _coder(body: list[Any]) -> Coder | None:
+    """The direct coder of a chain of codecs (the crc32c left off), or None for a chain it does not know."""
+    from zarr.codecs import BytesCodec, ZstdCodec
+
+    def plain_zstd(pair: list[Any]) -> bool:
+        return (
+            len(pair) == 2 and isinstance(pair[0], BytesCodec) and isinstance(pair[1], ZstdCodec)
+            and (pair[0].endian is None or pair[0].endian.value == "little") and not pair[1].checksum
+        )  # fmt: skip
+
+    if plain_zstd(body):
+        return _ZstdBytes(body[1].level)
+    if len(body) == 3 and isinstance(body[0], codecs.FixedStepCodec) and plain_zstd(body[1:]):
+        return _FixedStepZstd(body[2].level, body[0].step)
+    if len(body) == 1 and isinstance(body[0], codecs.JpegFramesCodec):
+        return _JpegFrames(body[0].quality, body[0].subsampling)
+    return None
+
+
+_FALLBACKS_LOGGED: set[str] = set()
+
+
+def _log_fallback(array: zarr.Array, why: str) -> None:
+    """Say once per process and kind of array that it is read through zarr: slower, and unchecked."""
+    if why not in _FALLBACKS_LOGGED:
+        _FALLBACKS_LOGGED.add(why)
+        log.warning("%s (and any other array like it): %s; read and written through zarr instead "
+                    "(slower, and without avfix's chunk checks)", array.path, why)  # fmt: skip
+
+
 class DirectChunks:
     """The t-chunks of one array of a local store (see the module docstring)."""
 
     def __init__(self, folder: Path, shape: tuple[int, ...], chunk_shape: tuple[int, ...], dtype: np.dtype,
-                 fill_value: Any, level: int, checksum: bool) -> None:  # fmt: skip
-        from numcodecs import Zstd  # zarr's own dependency
-
+                 fill_value: Any, coder: Coder, checksum: bool) -> None:  # fmt: skip
         self.folder = folder
         self.shape = shape
         self.chunk_shape = chunk_shape
         self.dtype = dtype
         self.fill_value = fill_value
         self.checksum = checksum
-        self._zstd = Zstd(level=level)
+        self.coder = coder
         self._suffix = "/".join("0" for _ in chunk_shape[1:])
 
     @classmethod
     def for_array(cls, store: str | Path, array: zarr.Array) -> "DirectChunks | None":
-        """The chunks of `array` when it has avfix's layout, else None (callers then go through zarr)."""
-        from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+        """The chunks of `array` when it has a layout read here, else None (callers then go through zarr,
+        which is logged once)."""
+        from zarr.codecs import Crc32cCodec
         from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
         meta = array.metadata
         folder = Path(store) / array.path
         if getattr(meta, "zarr_format", None) != 3 or not folder.is_dir():
             return None
-        codecs = list(meta.codecs)
-        checksum = len(codecs) == 3 and isinstance(codecs[2], Crc32cCodec)
-        layout = (
-            len(codecs) == 2 + checksum and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], ZstdCodec)
-            and (codecs[0].endian is None or codecs[0].endian.value == "little") and not codecs[1].checksum
-        )  # fmt: skip
+        chain = list(meta.codecs)
+        checksum = bool(chain) and isinstance(chain[-1], Crc32cCodec)
+        coder = _coder(chain[:-1] if checksum else chain)
         chunk_shape = tuple(array.chunks)
-        whole_but_t = tuple(chunk_shape[1:]) == tuple(array.shape[1:])
         keys = meta.chunk_key_encoding
-        if not (layout and whole_but_t and isinstance(keys, DefaultChunkKeyEncoding) and keys.separator == "/"):
+        if coder is None:
+            names = " -> ".join(str(c.to_dict()["name"]) for c in chain)
+            _log_fallback(array, f"codecs {names} not read directly")
+            return None
+        if tuple(chunk_shape[1:]) != tuple(array.shape[1:]):
+            _log_fallback(array, "chunks split along axes other than t")
+            return None
+        if not (isinstance(keys, DefaultChunkKeyEncoding) and keys.separator == "/"):
+            _log_fallback(array, "chunk keys other than zarr v3's default")
             return None
         dtype = np.dtype(array.dtype).newbyteorder("<")
-        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value, codecs[1].level, checksum)
+        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value, coder, checksum)
 
     @property
     def row_shape(self) -> tuple[int, ...]:
@@ -132,10 +220,22 @@ class DirectChunks:
         raw = self.raw(index)
         out = np.empty(self.chunk_shape, dtype=self.dtype)
         try:
-            self._zstd.decode(raw, out=out)
-        except (RuntimeError, ValueError) as exc:  # numcodecs: "Zstd decompression error", a wrong size
+            self.coder.decode(raw, out)
+        # numcodecs: "Zstd decompression error", a wrong size; JPEG: FrameCodecError (a ValueError), cv2.error
+        except (RuntimeError, ValueError, cv2.error) as exc:
             raise ChunkError(self.folder, index, f"damaged: {exc} ({self.path(index)})") from exc
         return out[:rows]
+
+    def read_lazy(self, index: int) -> "np.ndarray | codecs.JpegChunk":
+        """Chunk `index` for a reader that takes only some of its frames: JPEG frames decode one by one
+        when first indexed (`codecs.JpegChunk`), other chunks whole, as `read`. Its checksum is checked
+        now, its frames' decoding when they are."""
+        if not isinstance(self.coder, _JpegFrames) or not self.checksum:
+            return self.read(index)
+        try:
+            return _CheckedJpegChunk(self.raw(index), self.chunk_shape, self, index)
+        except ValueError as exc:
+            raise ChunkError(self.folder, index, f"damaged: {exc} ({self.path(index)})") from exc
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) (clamped to the array), assembled from their chunks."""
@@ -160,7 +260,7 @@ class DirectChunks:
                 padded = np.full(self.chunk_shape, self.fill_value, dtype=self.dtype)
                 padded[: block.shape[0]] = block
                 block = padded
-            encoded = bytes(self._zstd.encode(block))
+            encoded = self.coder.encode(block)
             if self.checksum:
                 encoded += crc32c(encoded)
             path = self.path(begin // length)
@@ -169,6 +269,21 @@ class DirectChunks:
             partial.write_bytes(encoded)
             partial.replace(path)
             faults.reached("chunk")
+
+
+class _CheckedJpegChunk(codecs.JpegChunk):
+    """A lazily decoded JPEG chunk whose undecodable frame raises `ChunkError`, as a whole read would."""
+
+    def __init__(self, data: memoryview, shape: tuple[int, ...], owner: DirectChunks, index: int) -> None:
+        super().__init__(data, shape)
+        self.owner, self.index = owner, index
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        try:
+            return super().__getitem__(k)
+        except (ValueError, cv2.error) as exc:
+            where = self.owner.path(self.index)
+            raise ChunkError(self.owner.folder, self.index, f"damaged: {exc} ({where})") from exc
 
 
 class ZarrRows:
@@ -184,6 +299,17 @@ class ZarrRows:
     def write(self, start: int, data: np.ndarray) -> None:
         self.array[start : start + data.shape[0]] = data
         faults.reached("chunk")
+
+    def read_lazy(self, index: int) -> "np.ndarray | codecs.JpegChunk":
+        """Chunk `index` for a reader that takes only some of its frames: JPEG frames decode one by one
+        when first indexed (`codecs.JpegChunk`), other chunks whole, as `read`. Its checksum is checked
+        now, its frames' decoding when they are."""
+        if not isinstance(self.coder, _JpegFrames) or not self.checksum:
+            return self.read(index)
+        try:
+            return _CheckedJpegChunk(self.raw(index), self.chunk_shape, self, index)
+        except ValueError as exc:
+            raise ChunkError(self.folder, index, f"damaged: {exc} ({self.path(index)})") from exc
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.array[max(start, 0) : stop])

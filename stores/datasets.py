@@ -78,7 +78,9 @@ class ChunkCache:
             self._direct[(video_id, name)] = DirectChunks.for_array(self.store, array)
         direct = self._direct[(video_id, name)]
         if direct is not None:
-            return direct.read(index)
+            # JPEG frames decode one by one as samples ask for them (a neighbour at a chunk's edge, or
+            # random order, costs one frame's decoding, not a chunk's).
+            return direct.read_lazy(index)  # type: ignore[return-value]
         start = index * array.chunks[0]
         return np.asarray(array[start : start + array.chunks[0]])
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
-from stores import faults, zarr_io
+from stores import codecs, faults, zarr_io
 from stores.chunks import DirectChunks, ZarrRows, rows_of
 from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
@@ -23,14 +24,32 @@ PREDICT_FILE_NAME = "predict-features.zarr"  # the same kind of store, for the v
 
 # zstd level 1: compressing was the largest cost of extract at level 3, for a few % fewer bytes
 # (356 px photos: ratio 1.40 vs 1.48, 0.7 vs 1.5 ms per frame; 178 px flow: 1.23 vs 1.31, 0.26 vs 0.65 ms).
-FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T, zstd_level=1, doc="RGB frames at the stored size")
+FRAMES = ArraySpec("frames", ("t", "y", "x", "c"), "uint8", CHUNK_T, zstd_level=1,
+                   doc="RGB frames at the stored size (one JPEG per frame, codec avfix.jpeg; or lossless)")
 FLOW = ArraySpec("flow", ("t", "flow_component", "flow_y", "flow_x"), "float16", CHUNK_T, zstd_level=1,
-                 doc="flow from frame t-1 to t (zeros at t = 0), component 0 = dx, 1 = dy, in stored-frame pixels")
+                 doc="flow from frame t-1 to t (zeros at t = 0), component 0 = dx, 1 = dy, in stored-frame pixels, "
+                     "in fixed steps (avfix.fixed_step)")
 AUDIO = ArraySpec("audio", ("t", "freq", "time"), "float16", CHUNK_T, zstd_level=1,
                   doc="log spectrogram window of frame t (all zeros without audio)")
 TIMES = ArraySpec("t", ("t",), "float64", 4096, doc="frame time (s) from the first stored frame")
 FREQS = ArraySpec("freq", ("freq",), "float32", 4096, doc="spectrogram bin frequency (Hz)")
 SEGMENT_TIMES = ArraySpec("time", ("time",), "float32", 4096, doc="spectrogram segment centre (s) within the window")
+
+
+def encodings(frame_codec: str = "jpeg", quality: int = 95, subsampling: str = "444",
+              flow_step: float = 0.0) -> dict[str, zarr_io.Encoding]:  # fmt: skip
+    """The frames' and flow's codecs where they are not the default (uint8 / float16 + zstd): frames as
+    JPEG unless `frame_codec` is "lossless", flow in `flow_step` pixel steps unless it is 0."""
+    chosen = {}
+    if frame_codec == "jpeg":
+        chosen[FRAMES.name] = zarr_io.Encoding(serializer=codecs.JpegFramesCodec(quality, subsampling),
+                                               compressors=(Crc32cCodec(),))  # fmt: skip
+    elif frame_codec != "lossless":
+        raise ValueError(f"unknown frame codec {frame_codec!r} (jpeg or lossless)")
+    if flow_step > 0:
+        chosen[FLOW.name] = zarr_io.Encoding(filters=(codecs.FixedStepCodec(flow_step),),
+                                             compressors=zarr_io.codecs(FLOW.zstd_level))  # fmt: skip
+    return chosen
 
 
 @dataclass(kw_only=True)

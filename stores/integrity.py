@@ -45,7 +45,8 @@ class StoreCheck:
     chunks: int = 0
     bytes: int = 0
     damaged: dict[str, str] = field(default_factory=dict)  # video id -> the first problem found
-    unchecked: list[str] = field(default_factory=list)  # arrays without checksums (an earlier avfix)
+    # arrays without checksums (an earlier avfix) or in a layout only zarr reads
+    unchecked: list[str] = field(default_factory=list)
 
 
 def verify_store(path: Path, mark: bool = True) -> StoreCheck:
@@ -75,8 +76,9 @@ def _check_video(group: zarr.Group, check: StoreCheck) -> str | None:
     for name, array in sorted(group.arrays()):
         root = local_root(array)
         direct = DirectChunks.for_array(root, array) if root is not None else None
-        if direct is None:
-            continue  # another layout: zarr reads it, without avfix's checks
+        if direct is None:  # another layout (logged once): zarr reads it, without avfix's checks
+            check.unchecked.append(f"{group.path}/{name}")
+            continue
         if not direct.checksum:
             check.unchecked.append(f"{group.path}/{name}")
         try:

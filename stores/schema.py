@@ -127,14 +127,16 @@ class StoreSchema(Generic[S, V]):
     def complete_videos(self, root: zarr.Group) -> list[str]:
         return zarr_io.complete_video_ids(root)
 
-    def create_video(self, root: zarr.Group, video_id: str, attrs: V, shapes: dict[str, tuple[int, ...]]) -> zarr.Group:
-        """(Re)create a video's group with every array at its final shape, marked in progress."""
+    def create_video(self, root: zarr.Group, video_id: str, attrs: V, shapes: dict[str, tuple[int, ...]],
+                     encodings: dict[str, zarr_io.Encoding] | None = None) -> zarr.Group:  # fmt: skip
+        """(Re)create a video's group with every array at its final shape, marked in progress; `encodings`
+        names the arrays whose codecs are not the default zstd + crc32c."""
         missing = [spec.name for spec in self.arrays if spec.name not in shapes]
         if missing:
             raise ValueError(f"no shape for array(s) {', '.join(missing)} of a {self.kind} video")
         group = zarr_io.new_video_group(root, video_id, to_attrs(dataclasses.replace(attrs, status=STATUS_IN_PROGRESS)))
         for spec in self.arrays:
-            zarr_io.create_array(group, spec, shapes[spec.name])
+            zarr_io.create_array(group, spec, shapes[spec.name], (encodings or {}).get(spec.name))
         return group
 
     def replace_array(self, group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:

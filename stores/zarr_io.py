@@ -57,6 +57,17 @@ class ArraySpec:
     doc: str = ""  # what it holds (the README's schema section)
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """An array's codecs when they are not `codecs(spec.zstd_level)`: zarr's filters (array-to-array),
+    serializer (array-to-bytes, "auto" = plain bytes) and compressors (bytes-to-bytes, ending with
+    crc32c so that every chunk stays checked)."""
+
+    filters: tuple[Any, ...] = ()
+    serializer: Any = "auto"
+    compressors: tuple[Any, ...] = ()
+
+
 def compressor(level: int = 3) -> ZstdCodec:
     return ZstdCodec(level=level)
 
@@ -138,15 +149,19 @@ def new_video_group(root: zarr.Group, video_id: str, attrs: dict[str, Any]) -> z
     return group
 
 
-def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...]) -> zarr.Array:
+def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...],
+                 encoding: Encoding | None = None) -> zarr.Array:  # fmt: skip
     chunks = (max(1, min(spec.chunk_t, shape[0] or 1)),) + tuple(shape[1:])
+    encoding = encoding or Encoding(compressors=codecs(spec.zstd_level))
     return group.create_array(
         spec.name,
         shape=shape,
         chunks=chunks,
         dtype=spec.dtype,
         fill_value=spec.fill_value,
-        compressors=codecs(spec.zstd_level),
+        filters=encoding.filters,
+        serializer=encoding.serializer,
+        compressors=encoding.compressors,
         dimension_names=spec.dims,
         overwrite=True,
     )

@@ -4,6 +4,7 @@ the helpers it uses (stores.inspect), and the demo's pseudo-label scoring on han
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -157,6 +158,9 @@ def _python3_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_notebook_executes_top_to_bottom_on_the_demo_workspace(demo, tmp_path, monkeypatch):
     ws, _, _ = demo
     monkeypatch.setenv("AVFIX_WORKSPACE", str(ws))
+    # The kernel imports this checkout's avfix (whose codecs wrote the demo's stores), not an installed one.
+    paths = [str(NOTEBOOK.parents[1]), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(notebook, timeout=180, kernel_name=_python3_kernel(tmp_path, monkeypatch),
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})  # fmt: skip

@@ -11,6 +11,23 @@ from pipeline.common.settings import output_setting, run_setting
 from stores import features as fstore
 
 MIN_FRAMES = 3
+FRAME_CODECS = ("jpeg", "lossless")
+
+
+@dataclass(frozen=True)
+class FrameStorageConfig:
+    """How the frames are stored: `jpeg` (lossy, one JPEG per frame; `quality` 1-100, chroma
+    `subsampling` 444, 422 or 420) or `lossless` (uint8 + zstd).
+
+    jpeg q95 4:4:4 by default, measured on real 720p footage at 356 px (`benchmarks/frame_codecs.py`,
+    `stores.codecs`): 71 KiB per frame at 42.4 dB PSNR against 321 KiB lossless; 4:2:0, the JPEG
+    default, stays under 40 dB (39.6 dB at q95). Training decodes each JPEG frame once, when a sample
+    first asks for it (`stores.datasets.ChunkCache`).
+    """
+
+    codec: str = output_setting("jpeg")
+    quality: int = output_setting(95)
+    subsampling: str = output_setting("444")
 
 
 @dataclass(frozen=True)
@@ -18,11 +35,13 @@ class ExtractConfig:
     """How videos become frames, flow and audio windows (SPEC §1.2-1.3)."""
 
     # Bumped when extract writes other data for the same file and settings (it enters the fingerprints).
-    ALGORITHM_VERSION: ClassVar[int] = 1
+    # 2: flow averaged onto its stored grid before storing (`FlowConfig.stored_scale`).
+    ALGORITHM_VERSION: ClassVar[int] = 2
 
     fps: float | None = output_setting(None)  # None: the native frame rate
     size: int = output_setting(356)
     keep_aspect: bool = output_setting(False)
+    frames: FrameStorageConfig = output_setting(default_factory=FrameStorageConfig)
     flow: FlowConfig = output_setting(default_factory=FlowConfig)
     audio: AudioWindowConfig = output_setting(default_factory=AudioWindowConfig)
     # Videos with fewer frames fail. Training needs t-1, t, t+1; predict clamps them and accepts 1.
@@ -44,6 +63,14 @@ class ExtractConfig:
             raise ValueError(f"flow must be 'dis' or 'none', got {self.flow.method!r}")
         if not 0 < self.flow.scale <= 1:
             raise ValueError(f"flow scale must be in (0, 1], got {self.flow.scale}")
+        if not 0 < self.flow.stored_scale <= 1 or self.flow.step < 0:
+            raise ValueError(f"flow stored_scale must be in (0, 1] and step >= 0, got {self.flow.stored_scale}, "
+                             f"{self.flow.step}")  # fmt: skip
+        if self.frames.codec not in FRAME_CODECS:
+            raise ValueError(f"frames codec must be one of {', '.join(FRAME_CODECS)}, got {self.frames.codec!r}")
+        if not 1 <= self.frames.quality <= 100 or self.frames.subsampling not in ("444", "422", "420"):
+            raise ValueError(f"frames quality must be in 1..100 and subsampling 444, 422 or 420, got "
+                             f"{self.frames.quality}, {self.frames.subsampling!r}")  # fmt: skip
         if self.segment_frames % fstore.CHUNK_T:
             raise ValueError(f"segment_frames must be a multiple of {fstore.CHUNK_T}")
         if self.min_frames < 1:

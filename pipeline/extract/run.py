@@ -131,7 +131,7 @@ def _extract_segment(
     first = start - 1 if (start > 0 and flow is not None) else start
     decoder_threads = config.decoder_threads or config.cpu_threads
     audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
-    grid_w, grid_h = config.flow.grid(*out_wh)
+    grid_w, grid_h = config.flow.stored_grid(*out_wh)
     # Three threads overlap, each releasing the GIL in its heavy part: decoding and scaling run ahead in
     # one, flow and audio features run in this one, compressing and writing the previous chunk in a
     # third. Two chunks read ahead and one write in flight bound memory at a few chunks.
@@ -194,7 +194,7 @@ class ExtractSummary(VideoCounts):
 
 def video_shape(probe_: media.MediaProbe, config: ExtractConfig) -> fstore.VideoShape:
     width, height = media.output_size(probe_.width, probe_.height, config.size, config.keep_aspect)
-    flow_w, flow_h = config.flow.grid(width, height)
+    flow_w, flow_h = config.flow.stored_grid(width, height)
     n_freq, n_time = config.audio.shape
     return fstore.VideoShape(
         n_frames=int(media.target_times(probe_, config.fps).size),
@@ -276,7 +276,9 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
         source_audio_channels=probe_.audio_channels, fps=config.fps or probe_.mean_fps, n_frames=shape.n_frames,
         width=shape.width, height=shape.height, has_audio=probe_.has_audio, settings=output_settings(config),
     )  # fmt: skip
-    group = fstore.SCHEMA.create_video(root, record.video_id, video, shape.array_shapes())
+    frames = config.frames
+    encodings = fstore.encodings(frames.codec, frames.quality, frames.subsampling, config.flow.step)
+    group = fstore.SCHEMA.create_video(root, record.video_id, video, shape.array_shapes(), encodings)
     fstore.write_axes(group, times - times[0], *_audio_axes(config.audio))
     # Only now, with every array and axis in place, may a rerun resume this group rather than remake it.
     fstore.SCHEMA.update_video(group, pending_fingerprint=fingerprint)

@@ -39,8 +39,8 @@ class VerifySummary:
                  for video_id, problem in sorted(check.damaged.items())]  # fmt: skip
         unchecked = sum(len(check.unchecked) for check in self.stores)
         if unchecked:
-            found.append(f"note: {unchecked} array(s) carry no checksums (written by an earlier avfix): "
-                         "only their presence was checked")  # fmt: skip
+            found.append(f"note: {unchecked} array(s) not checked against checksums (written by an earlier avfix, "
+                         "or in a layout only zarr reads)")  # fmt: skip
         return found + [self.line()]
 
     def line(self) -> str:

@@ -53,7 +53,7 @@ def test_native_rate_frames_times_and_markers(tmp_path, video_factory):
     assert (summary.done, summary.skipped, summary.failed) == (1, 0, 0)
     group = open_video(tmp_path / "ws", "a")
     assert group["frames"].shape == (12, 64, 64, 3) and group["frames"].dtype == np.uint8
-    assert group["flow"].shape == (12, 2, 32, 32) and group["flow"].dtype == np.float16
+    assert group["flow"].shape == (12, 2, 16, 16) and group["flow"].dtype == np.float16  # stored at 0.25x
     assert group["audio"].shape == (12, 257, 48) and group["audio"].dtype == np.float16
     np.testing.assert_allclose(group["t"][:], np.arange(12) / 10, atol=1e-6)
     np.testing.assert_array_equal(marker_columns(group["frames"][:]), 2 * np.arange(12))
@@ -171,18 +171,20 @@ def test_folder_entries_that_are_not_videos_are_named_and_counted(tmp_path, vide
 def test_flow_direction_and_magnitude_on_a_known_translation(tmp_path, video_factory):
     video = video_factory("m.mp4", n_frames=6, fps=10, size=(96, 96), shift_per_frame=(2, 1), marker=False)
     src = layout(tmp_path, {"cat": [video]})
-    config = ExtractConfig(size=96, flow=FlowConfig("dis", scale=1.0, preset="medium"))
+    config = ExtractConfig(size=96, flow=FlowConfig("dis", scale=1.0, preset="medium", stored_scale=1.0))
     run_extract(src, tmp_path / "ws", config, LOCAL)
     flow = open_video(tmp_path / "ws", "m")["flow"][:].astype(np.float32)
     assert np.all(flow[0] == 0)
     inner = flow[1:, :, 16:-16, 16:-16]
     assert np.median(inner[:, 0]) == pytest.approx(2.0, abs=0.3)  # dx: content moves right
     assert np.median(inner[:, 1]) == pytest.approx(1.0, abs=0.3)  # dy: content moves down
-    # At half resolution the values are still in stored-frame pixels.
+    # Computed at half resolution and stored at a quarter (the defaults), the values are still in
+    # stored-frame pixels, in steps of 1/32 px.
     run_extract(src, tmp_path / "ws2", ExtractConfig(size=96, flow=FlowConfig("dis", 0.5, "medium")), LOCAL)
-    half = open_video(tmp_path / "ws2", "m")["flow"][:].astype(np.float32)
-    assert half.shape[2:] == (48, 48)
-    assert np.median(half[1:, 0, 8:-8, 8:-8]) == pytest.approx(2.0, abs=0.4)
+    quarter = open_video(tmp_path / "ws2", "m")["flow"][:].astype(np.float32)
+    assert quarter.shape[2:] == (24, 24)
+    assert np.median(quarter[1:, 0, 4:-4, 4:-4]) == pytest.approx(2.0, abs=0.4)
+    assert np.array_equal(quarter * 32, np.round(quarter * 32))
 
 
 def test_tone_onset_appears_in_its_frames_window(tmp_path, video_factory):
@@ -417,3 +419,25 @@ def _write_audio_only(path: Path) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def test_frames_are_jpeg_by_default_and_lossless_on_request(tmp_path, video_factory):
+    from pipeline.extract.config import FrameStorageConfig
+    from stores.codecs import JpegFramesCodec
+
+    video = video_factory("j.mp4", n_frames=20, fps=10, size=(96, 64))
+    src = layout(tmp_path, {"cat": [video]})
+    run_extract(src, tmp_path / "jpeg", ExtractConfig(size=64), LOCAL)
+    lossless = ExtractConfig(size=64, frames=FrameStorageConfig(codec="lossless"))
+    run_extract(src, tmp_path / "lossless", lossless, LOCAL)
+    jpeg_frames, exact = open_video(tmp_path / "jpeg", "j")["frames"], open_video(tmp_path / "lossless", "j")["frames"]
+    assert isinstance(jpeg_frames.metadata.codecs[0], JpegFramesCodec)
+    assert not any(isinstance(codec, JpegFramesCodec) for codec in exact.metadata.codecs)
+    a, b = jpeg_frames[:].astype(np.float64), exact[:].astype(np.float64)
+    assert a.shape == b.shape and 10 * np.log10(255**2 / np.mean((a - b) ** 2)) > 35
+    # The frames settings enter the fingerprint: switching the codec makes the video again.
+    again = run_extract(src, tmp_path / "jpeg", lossless, LOCAL)
+    assert (again.done, again.skipped) == (1, 0)
+    np.testing.assert_array_equal(open_video(tmp_path / "jpeg", "j")["frames"][:], exact[:])
+    with pytest.raises(ValueError, match="frames codec must be one of jpeg, lossless, got 'png'"):
+        ExtractConfig(frames=FrameStorageConfig(codec="png"))
