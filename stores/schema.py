@@ -110,7 +110,7 @@ class StoreSchema(Generic[S, V]):
         store gets every declared attribute (the defaults where `changes` does not say)."""
         self._check_keys(self.store_type, changes)
         current = {} if "store_kind" in root.attrs else to_attrs(self.store_type())
-        root.attrs.update({**current, **changes, "store_kind": self.kind, "schema_version": SCHEMA_VERSION,
+        root.update_attributes({**current, **changes, "store_kind": self.kind, "schema_version": SCHEMA_VERSION,
                            "avfix_version": zarr_io.package_version()})  # fmt: skip
         faults.reached("attrs")
 
@@ -146,13 +146,13 @@ class StoreSchema(Generic[S, V]):
 
     def update_video(self, group: zarr.Group, **changes: Any) -> None:
         self._check_keys(self.video_type, changes)
-        group.attrs.update(changes)
+        group.update_attributes(changes)
         faults.reached("attrs")
 
     def mark_complete(self, group: zarr.Group, fingerprint: str, algorithm_version: int, **changes: Any) -> None:
         """Written last: only now does the video count as done."""
         self._check_keys(self.video_type, changes)
-        group.attrs.update({**changes, "fingerprint": fingerprint, "algorithm_version": algorithm_version,
+        group.update_attributes({**changes, "fingerprint": fingerprint, "algorithm_version": algorithm_version,
                             "completed_at": time.time(), "status": STATUS_COMPLETE})  # fmt: skip
         faults.reached("attrs")
 

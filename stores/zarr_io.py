@@ -144,7 +144,7 @@ def new_video_group(root: zarr.Group, video_id: str, attrs: dict[str, Any]) -> z
     elif video_id in videos:
         del videos[video_id]
     group = videos.create_group(video_id, overwrite=True)
-    group.attrs.update({**attrs, "status": STATUS_IN_PROGRESS})
+    group.update_attributes({**attrs, "status": STATUS_IN_PROGRESS})
     faults.reached("attrs")
     return group
 
