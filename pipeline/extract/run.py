@@ -344,8 +344,9 @@ def _extract_all(inputs: InputSet, store: Path, config: ExtractConfig, scheduler
             todo.append(record)
 
     try:
-        with dask_client(scheduler) as client:
-            _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
+        if todo:  # a cluster (worker processes each importing torch) only when there is work for it
+            with dask_client(scheduler) as client:
+                _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
