@@ -159,13 +159,24 @@ def _common(function: Callable) -> Callable:
 
 
 def _decoding(function: Callable) -> Callable:
-    """-j, --threads/--processes and --scheduler: where extract, pseudolabel and predict spread their
-    per-video work (decoding; pseudolabel's map passes; predict's network pass)."""
+    """-j, --threads/--processes and --scheduler: where extract and predict spread their per-video work
+    (decoding; predict's network pass)."""
     for option in reversed((
         click.option("-j", "--workers", type=int, default=None,
                      help="Local dask workers; each keeps about two cores busy.  [default: [run] workers, 1]"),
         setting("--threads/--processes", key="run.threads",
                 help="Local workers are threads of this process, or processes.  [default: threads]"),
+        setting("--scheduler", key="run.scheduler", help="Address of a running dask.distributed scheduler."),
+    )):  # fmt: skip
+        function = option(function)
+    return function
+
+
+def _passes(function: Callable) -> Callable:
+    """-j and --scheduler: where pseudolabel's per-video passes run (local workers are processes)."""
+    for option in reversed((
+        click.option("-j", "--workers", type=int, default=None,
+                     help="Local dask worker processes for the map passes.  [default: [run] workers, 1]"),
         setting("--scheduler", key="run.scheduler", help="Address of a running dask.distributed scheduler."),
     )):  # fmt: skip
         function = option(function)
@@ -297,7 +308,7 @@ def synth(
 @setting("--vggsound", key="pseudolabel.vggsound", type=click.Path(path_type=Path), help="VGGSound checkpoint (SPEC §1.4).")
 @setting("--vggsound-classes", key="pseudolabel.vggsound_classes", type=click.Path(path_type=Path),
          help="Its class names (stat.csv).")
-@_decoding
+@_passes
 def pseudolabel(workspace: Path, preset: str | None, workers: int | None, quiet: bool, as_json: bool,
                 **_: Any) -> None:
     """Learn S/ST/SA classifiers from the tags in WS/features.zarr and write pseudo fixation maps

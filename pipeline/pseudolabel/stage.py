@@ -11,6 +11,7 @@ fingerprint and the algorithm version. The run computes these to decide what to 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -281,8 +282,10 @@ class PseudolabelStage(Stage):
         from pipeline.common.progress import Progress
         from pipeline.pseudolabel.run import run_pseudolabel
 
+        # Local workers are processes: each runs torch passes, whose Python glue threads would serialise.
+        scheduler = dataclasses.replace(run.config.scheduler(), threads=False)
         return run_pseudolabel(run.workspace, run.config.pseudolabel, Progress(enabled=run.progress),
-                               scheduler=run.config.scheduler())  # fmt: skip
+                               scheduler=scheduler)  # fmt: skip
 
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:
         pstore.SCHEMA.forget_completion(pstore.SCHEMA.path(workspace))
