@@ -300,17 +300,6 @@ class ZarrRows:
         self.array[start : start + data.shape[0]] = data
         faults.reached("chunk")
 
-    def read_lazy(self, index: int) -> "np.ndarray | codecs.JpegChunk":
-        """Chunk `index` for a reader that takes only some of its frames: JPEG frames decode one by one
-        when first indexed (`codecs.JpegChunk`), other chunks whole, as `read`. Its checksum is checked
-        now, its frames' decoding when they are."""
-        if not isinstance(self.coder, _JpegFrames) or not self.checksum:
-            return self.read(index)
-        try:
-            return _CheckedJpegChunk(self.raw(index), self.chunk_shape, self, index)
-        except ValueError as exc:
-            raise ChunkError(self.folder, index, f"damaged: {exc} ({self.path(index)})") from exc
-
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.array[max(start, 0) : stop])
 

@@ -86,10 +86,11 @@ def paired_table(items: list[dict[str, Any]], rows: list[str], seed: int, resamp
         return np.array([[np.nan if item["scores"][row][m] is None else item["scores"][row][m] for item in items]
                          for m in METRICS], dtype=np.float64).reshape(len(METRICS), len(items))
 
+    by_row = {row: scores(row) for row in rows}
     table = []
     for i, first in enumerate(rows):
         for second in rows[i + 1 :]:
-            found = intervals(scores(first), scores(second), resamples, confidence, seed)
+            found = intervals(by_row[first], by_row[second], resamples, confidence, seed)
             entry: dict[str, Any] = {"a": first, "b": second, "metrics": {}}
             for metric, interval in zip(METRICS, found):
                 entry["metrics"][metric] = None if interval is None else {
