@@ -48,7 +48,7 @@ from pipeline.train.augment import resize_flow, resize_frames
 from pipeline.train.checkpoints import load_checkpoint
 from pipeline.train.config import TrainError
 from pipeline.train.model import build_sta
-from pipeline.train.processes import Distributed
+from pipeline.common.processes import Distributed
 from stores import features as fstore
 from stores import predictions as pred_store
 from stores import zarr_io

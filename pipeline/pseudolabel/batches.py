@@ -2,7 +2,9 @@
 
 Frames arrive as uint8 (B, H, W, 3) or (B, 3, H, W, 3) at the stored size; here they become float
 RGB in [0, 1], channel-first, resized (or cropped to a selection box and resized) to the stage's
-input size, and randomly flipped for training — one flip per sample, shared by its three frames.
+input size, and randomly flipped for training — one flip per sample, shared by its three frames, drawn
+from the sample's per-epoch noise (`classifier_loop.EpochBatches.noise`), so it is the same whichever
+process or batch the sample lands in.
 """
 
 from __future__ import annotations
@@ -28,20 +30,21 @@ def resize(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def random_flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Flip each sample horizontally with p = 0.5; (B, ..., H, W), the same flip for all its frames."""
-    flip = torch.rand(images.shape[0], generator=generator, device="cpu").to(images.device) < 0.5
+def flip_samples(images: Tensor, flip: Tensor) -> Tensor:
+    """Flip the samples of (B, ..., H, W) where `flip` (B,) is true, all frames of a sample alike."""
+    flip = flip.to(images.device)
     shape = (-1,) + (1,) * (images.dim() - 1)
     return torch.where(flip.view(shape), images.flip(-1), images)
 
 
 def visual_input(
-    frames: Tensor, branch: Branch, size: int, boxes: Tensor | None = None, train: bool = False
+    frames: Tensor, branch: Branch, size: int, boxes: Tensor | None = None, flip: Tensor | None = None
 ) -> Tensor:
     """Frames of a batch as the classifier input: (B, 3, s, s) for S/SA, (B, 3, 3, s, s) for ST.
 
     `boxes` (B, 4) [y0, y1, x0, x1] inclusive, in stored-frame pixels: crop each sample (all three of
-    its frames for ST) to its box before resizing (the fine stage, SPEC §3.1 step 4).
+    its frames for ST) to its box before resizing (the fine stage, SPEC §3.1 step 4). `flip` (B,) bool:
+    the samples to flip (training).
     """
     images = to_chw_float(frames)
     temporal = images.dim() == 5
@@ -58,7 +61,7 @@ def visual_input(
     else:
         flat = resize(flat, size)
     out = flat.view(batch, 3, *flat.shape[1:]) if temporal else flat
-    return random_flip(out) if train else out
+    return flip_samples(out, flip) if flip is not None else out
 
 
 def classifier_logits(
@@ -69,8 +72,9 @@ def classifier_logits(
     event_prob: Tensor | None = None,
     train: bool = False,
 ) -> Tensor:
-    """Logits of an S/ST/SA classifier for a batch (see `visual_input`)."""
-    frames = visual_input(batch["frames"], model.branch, size, boxes, train)
+    """Logits of an S/ST/SA classifier for a batch (see `visual_input`); in training, the samples whose
+    noise is below 0.5 are flipped."""
+    frames = visual_input(batch["frames"], model.branch, size, boxes, batch["noise"] < 0.5 if train else None)
     if model.branch == Branch.SA:
         return model(frames, batch["audio"].unsqueeze(1), event_prob).logits
     return model(frames).logits

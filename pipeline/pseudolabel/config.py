@@ -26,6 +26,10 @@ class TrainConfig:
     momentum: float = output_setting(0.9)
     weight_decay: float = output_setting(0.0)
     patience: int = output_setting(5)
+    # True: BatchNorm keeps the running statistics it starts with (the pretrained ones) and normalises with
+    # them in training too. Then a torchrun job's classifiers equal one process's (up to the order of
+    # float sums): CPU processes cannot share batch statistics, each would normalise its own share.
+    freeze_batchnorm: bool = output_setting(False)
     num_workers: int = run_setting(0)
     seed: int = output_setting(0)
 
@@ -38,7 +42,8 @@ class PseudolabelConfig:
     threshold."""
 
     # Bumped when the stage makes other classifiers or maps for the same inputs and settings.
-    ALGORITHM_VERSION: ClassVar[int] = 1
+    # 2: a training sample's flip is drawn per (seed, epoch, sample), not from the process's random state.
+    ALGORITHM_VERSION: ClassVar[int] = 2
 
     backbone: str = output_setting("efficientnet_lite0", scope=("classifiers",))
     # finetune: the backbone is trained with each classifier (the paper's); frozen: the pretrained backbone

@@ -35,14 +35,14 @@ from pipeline.pseudolabel.event_audio import load_vggsound_scorer, video_event_p
 from pipeline.pseudolabel.frozen import ScamCache
 from pipeline.pseudolabel.maps import SCAMModels
 from pipeline.pseudolabel.passes import COARSE_PASS, FINAL_PASS, PassJob, classifier_names
-from pipeline.pseudolabel.runners import PASS_WAIT, PassRunner, pass_runner, serve_passes
+from pipeline.pseudolabel.runners import PASS_WAIT, PassRunner, pass_runner, serve
 from pipeline.pseudolabel.stage import (
     EVENT_MODEL, PseudolabelError, TrainingKey, Videos, coarse_fingerprint, pseudo_video_state, split_by_video,
     usable_videos, video_fingerprint,
 )  # fmt: skip
 from pipeline.pseudolabel.training import Boxes, ClassifierTrainer, train_coarse, train_event_classifier, train_fine
 from pipeline.stage import COMPLETE, VideoCounts
-from pipeline.train.processes import Distributed
+from pipeline.common.processes import Distributed
 from stores import features as fstore
 from stores import pseudo as pstore
 from stores import zarr_io
@@ -112,14 +112,14 @@ def run_pseudolabel(
     """Train the SCAM classifiers from the tags of `workspace/features.zarr` and write `pseudo.zarr`.
 
     The per-video passes go to the dask workers of `scheduler` when it has several (or an address), or,
-    under `torchrun`, to every process: the first trains the classifiers and coordinates, the others
-    wait for its passes' jobs.
+    under `torchrun`, to every process: the first coordinates, and all train each classifier together
+    and share each pass's jobs.
     """
     # Processes that wait while the first one trains: allow for long training between two passes.
     processes = Distributed.from_env(config.device, timeout=PASS_WAIT)
     try:
         if not processes.is_main:
-            serve_passes(processes, str(processes.device(config.device)), config.threads)
+            serve(processes, str(processes.device(config.device)), config.threads)
             return PseudolabelSummary(store=str(pstore.SCHEMA.path(Path(workspace))), rank=processes.rank)
         with pass_runner(processes, scheduler or SchedulerConfig(), config.device) as runner:
             return _run_pseudolabel(Path(workspace), config, progress, report, runner)
@@ -149,7 +149,8 @@ def _run_pseudolabel(workspace: Path, config: PseudolabelConfig, progress: Progr
     set_cpu_threads(device, config.threads)
     train_videos, val_videos = split_by_video(videos, config.val_fraction, config.seed)
     key = TrainingKey.of(classes, train_videos, val_videos, config)
-    trainer = ClassifierTrainer(workspace, config, key, train_videos, val_videos, device, report, progress)
+    trainer = ClassifierTrainer(workspace, config, key, train_videos, val_videos, device, report, progress,
+                                runner.team())  # fmt: skip
     root = pstore.SCHEMA.open_for_writing(store)
     pstore.SCHEMA.update_store(
         root, classes=classes, settings=output_settings(config), config=jsonable(config),

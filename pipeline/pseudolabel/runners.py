@@ -1,5 +1,9 @@
-"""Where pseudolabel's per-video pass jobs (`pipeline.pseudolabel.passes`) run: in this process, on the
-dask workers of a scheduler, or spread over the processes of a torchrun job."""
+"""Where pseudolabel's work runs: its per-video pass jobs (`pipeline.pseudolabel.passes`) in this process,
+on the dask workers of a scheduler, or spread over the processes of a torchrun job; its classifiers in
+this process or, under torchrun, by all processes together (each on its share of every batch).
+
+Under torchrun the first process coordinates: it sends each piece of work to the others (`serve`) as
+a message, (PASSES, jobs) or (TRAIN, job), and None when the run ends."""
 
 from __future__ import annotations
 
@@ -7,24 +11,34 @@ import contextlib
 from datetime import timedelta
 from typing import Any, Iterator, Protocol
 
+import torch
+
 from models.device import resolve_device, set_cpu_threads
+from pipeline.common.processes import Distributed
 from pipeline.common.scheduling import SchedulerConfig
+from pipeline.pseudolabel.classifier_loop import Team, run_train_job
 from pipeline.pseudolabel.passes import PassJob, PassOutcome, run_pass, run_passes
-from pipeline.train.processes import Distributed
 
 # How long the other processes of a torchrun job wait for the first between two passes: it trains the
 # classifiers meanwhile (hours for the fine-tuned paper configuration on a slow GPU).
 PASS_WAIT = timedelta(hours=48)
+PASSES, TRAIN = "passes", "train"
 
 
 class PassRunner(Protocol):
     def run(self, jobs: list[PassJob]) -> Iterator[PassOutcome]:
         """Every job's outcome, in any order, as they finish."""
 
+    def team(self) -> Team:
+        """The processes that train the classifiers."""
+
 
 class InlineRunner:
     def __init__(self, device: str) -> None:
         self.device = device
+
+    def team(self) -> Team:
+        return Team()
 
     def run(self, jobs: list[PassJob]) -> Iterator[PassOutcome]:
         for job in jobs:
@@ -38,6 +52,9 @@ class DaskRunner:
     def __init__(self, client: Any) -> None:
         self.client = client
 
+    def team(self) -> Team:
+        return Team()  # the classifiers train here: dask workers share no process group
+
     def run(self, jobs: list[PassJob]) -> Iterator[PassOutcome]:
         from distributed import as_completed
 
@@ -49,28 +66,38 @@ class DaskRunner:
 
 class TorchrunRunner:
     """The jobs spread over the processes of a torchrun job by position (the first process's share
-    included); the other processes run `serve_passes` until `close`."""
+    included), and each classifier trained by all of them; the other processes `serve` until `close`."""
 
     def __init__(self, processes: Distributed, device: str) -> None:
         self.processes, self.device = processes, device
 
     def run(self, jobs: list[PassJob]) -> Iterator[PassOutcome]:
-        self.processes.broadcast(jobs)
+        self.processes.broadcast((PASSES, jobs))
         mine = run_passes(jobs[:: self.processes.world_size], self.device)
         yield from self.processes.gather(mine)
 
+    def team(self) -> Team:
+        return Team(self.processes, lambda job: self.processes.broadcast((TRAIN, job)))
+
     def close(self) -> None:
-        self.processes.broadcast(None)  # no more passes: the other processes return
+        self.processes.broadcast(None)  # no more work: the other processes return
 
 
-def serve_passes(processes: Distributed, device: str, threads: int) -> None:
-    """The other processes of a torchrun job: run their share of each pass's jobs until told to stop."""
+def serve(processes: Distributed, device: str, threads: int) -> None:
+    """The other processes of a torchrun job: run their share of each pass's jobs, and train each
+    classifier with the first process, until told to stop."""
     set_cpu_threads(resolve_device(device), threads)
     while True:
-        jobs = processes.broadcast(None)
-        if jobs is None:
+        message = processes.broadcast(None)
+        if message is None:
             return
-        processes.gather(run_passes(jobs[processes.rank :: processes.world_size], device))
+        kind, work = message
+        if kind == PASSES:
+            processes.gather(run_passes(work[processes.rank :: processes.world_size], device))
+        elif kind == TRAIN:
+            run_train_job(work, torch.device(device), processes)
+        else:
+            raise RuntimeError(f"unknown message {kind!r} from the first process")
 
 
 @contextlib.contextmanager

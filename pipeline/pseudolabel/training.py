@@ -8,8 +8,9 @@ with the same fingerprint, resumes an unfinished one, and retrains a stale one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from models.classifiers import Branch, ClassifierConfig, SCAMClassifier, Stage
 from pipeline.common.estimate import duration, slow_hint
 from pipeline.common.progress import Progress
 from pipeline.pseudolabel.batches import classifier_logits
-from pipeline.pseudolabel.classifier_loop import TrainResult, train_classifier
+from pipeline.pseudolabel.classifier_loop import ForwardFn, Team, TrainJob, TrainResult, run_train_job
 from pipeline.pseudolabel.frozen import COARSE as CACHED_COARSE
 from pipeline.pseudolabel.frozen import FINE as CACHED_FINE
 from pipeline.pseudolabel.frozen import ScamCache
@@ -47,7 +48,8 @@ class ClassifierTrainer:
 
     def __init__(self, workspace: Path, config: PseudolabelConfig, key: TrainingKey, train_videos: list[VideoInfo],
                  val_videos: list[VideoInfo], device: torch.device, report: Callable[[str], None],
-                 progress: Progress) -> None:  # fmt: skip
+                 progress: Progress, team: Team | None = None) -> None:  # fmt: skip
+        self.team = team or Team()
         self.folder = checkpoint_folder(workspace)
         self.config = config
         self.features_path = fstore.SCHEMA.path(workspace)
@@ -69,12 +71,12 @@ class ClassifierTrainer:
         return {name: result.sha256 for name, result in self.results.items()}
 
     def train(self, name: str, model: nn.Module, train_set: FrameSamples, val_set: FrameSamples,
-              forward: Any) -> TrainResult:  # fmt: skip
-        result = train_classifier(
-            name, model, train_set, val_set, forward, self.config.train, self.folder / f"{name}.pt",
-            classifier_fingerprint(name, self.config, self.key, self.shas()), self.device, self.report, self.progress,
-            on_rate=lambda rate, left: self.report(self._estimate(name, rate, left)),
-        )  # fmt: skip
+              forward: ForwardFn) -> TrainResult:  # fmt: skip
+        job = TrainJob(name, model, train_set, val_set, forward, self.config.train, self.folder / f"{name}.pt",
+                       classifier_fingerprint(name, self.config, self.key, self.shas()))  # fmt: skip
+        self.team.announce(job)  # the other processes of a torchrun job train it with this one
+        result = run_train_job(job, self.device, self.team.processes, report=self.report, progress=self.progress,
+                               on_rate=lambda rate, left: self.report(self._estimate(name, rate, left)))  # fmt: skip
         self.results[name] = result
         return result
 
@@ -150,7 +152,7 @@ def train_event_classifier(trainer: ClassifierTrainer) -> AudioEventClassifier |
         EVENT_MODEL, model,
         FrameSamples(trainer.features_path, train_items, audio=True, frames=False),
         FrameSamples(trainer.features_path, val_items, audio=True, frames=False),
-        lambda net, batch, train: (net(batch["audio"].unsqueeze(1)), batch["label"]),
+        event_forward,
     )  # fmt: skip
     return model
 
@@ -215,9 +217,9 @@ def _datasets(trainer: ClassifierTrainer, branch: Branch, stage: Stage, train_it
 
 
 def _forward(trainer: ClassifierTrainer, size: int, event_of: dict[str, np.ndarray], train_items: list[FrameItem],
-             val_items: list[FrameItem], branch: Branch, boxes: Boxes | None = None) -> Callable:  # fmt: skip
-    """The batch → (logits, labels) function of one classifier; per-item event probabilities and boxes
-    are looked up by the batch's item indices."""
+             val_items: list[FrameItem], branch: Branch, boxes: Boxes | None = None) -> "ClassifierForward":  # fmt: skip
+    """The batch → (logits, labels) function of one classifier, with its items' event probabilities and
+    boxes looked up once."""
 
     def per_item(items: list[FrameItem]) -> tuple[Tensor, Tensor | None]:
         events = torch.tensor([float(event_of[i.video_id][i.t]) for i in items] or [0.0])
@@ -226,19 +228,36 @@ def _forward(trainer: ClassifierTrainer, size: int, event_of: dict[str, np.ndarr
             item_boxes = torch.from_numpy(np.stack([boxes[i.video_id][0][i.t] for i in items])).long()
         return events, item_boxes
 
-    lookups = {True: per_item(train_items), False: per_item(val_items)}
-    frozen = trainer.cache is not None
+    (train_events, train_boxes), (val_events, val_boxes) = per_item(train_items), per_item(val_items)
+    return ClassifierForward(branch, size, trainer.cache is not None, {True: train_events, False: val_events},
+                             {True: train_boxes, False: val_boxes})  # fmt: skip
 
-    def forward(model: nn.Module, batch: dict[str, Tensor], train: bool) -> tuple[Tensor, Tensor]:
-        events, item_boxes = lookups[train]
+
+@dataclass
+class ClassifierForward:
+    """An S/ST/SA classifier's batch → (logits, labels); per-item event probabilities and boxes are
+    looked up by the batch's item indices. A class, not a closure: it travels to the other processes of
+    a torchrun job with the classifier's training."""
+
+    branch: Branch
+    size: int
+    frozen: bool  # cached backbone maps (of the crops, for the fine stage); not augmented
+    events: dict[bool, Tensor]  # by training? : per item
+    boxes: dict[bool, Tensor | None]
+
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor], train: bool) -> tuple[Tensor, Tensor]:
         index = batch["index"].cpu()
         device = batch["frames"].device
-        event_prob = events[index].to(device) if branch == Branch.SA else None
-        if frozen:  # cached maps (of the crops, for the fine stage); not augmented
-            embedding = batch["audio"] if branch == Branch.SA else None
+        event_prob = self.events[train][index].to(device) if self.branch == Branch.SA else None
+        if self.frozen:
+            embedding = batch["audio"] if self.branch == Branch.SA else None
             logits = model.forward_maps(batch["frames"].float(), event_prob=event_prob, audio_embedding=embedding).logits
             return logits, batch["label"]
+        item_boxes = self.boxes[train]
         crop = item_boxes[index].to(device) if item_boxes is not None else None
-        return classifier_logits(model, batch, size, crop, event_prob, train), batch["label"]
+        return classifier_logits(model, batch, self.size, crop, event_prob, train), batch["label"]
 
-    return forward
+
+def event_forward(model: nn.Module, batch: dict[str, Tensor], train: bool) -> tuple[Tensor, Tensor]:
+    """The audio event classifier's batch → (logits, labels)."""
+    return model(batch["audio"].unsqueeze(1)), batch["label"]

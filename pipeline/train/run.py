@@ -18,7 +18,7 @@ Several processes: run under `torchrun`; each process takes its slice of every g
 the checkpoints and logs.
 
 The settings are `pipeline.train.config`'s, the checkpoint files `pipeline.train.checkpoints`', the
-network `pipeline.train.model`'s and the process group and Ctrl-C handling `pipeline.train.processes`'.
+network `pipeline.train.model`'s and the process group and Ctrl-C handling `pipeline.common.processes`'.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from pipeline.train.checkpoints import (
 from pipeline.train.config import STATrainConfig, TrainError
 from pipeline.train.frozen import LEVELS, build_level_cache
 from pipeline.train.model import build_sta
-from pipeline.train.processes import Distributed, StopRequest
+from pipeline.common.processes import Distributed, StopRequest
 from pipeline.train.stage import (
     BEST, LAST, METRICS, checkpoint_header, checkpoint_verdict, training_data_key, training_finished,
 )  # fmt: skip

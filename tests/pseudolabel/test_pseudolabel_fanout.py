@@ -1,6 +1,7 @@
-"""Pseudolabel's per-video passes spread over processes: 2 dask worker processes and a 2-process torchrun
-job write the same pseudo.zarr as one process, bit for bit (the classifiers are trained once, by the
-first process, so they are the same too)."""
+"""Pseudolabel spread over processes. 2 dask worker processes write the same pseudo.zarr as one process, bit
+for bit (the classifiers train in the coordinating process). A 2-process torchrun job trains each
+classifier together (with frozen BatchNorm: what one process trains, up to the order of float sums), and
+with the same classifiers its passes write the same pseudo.zarr bit for bit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import extracted_set
 
 from pipeline.common.scheduling import SchedulerConfig
@@ -22,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 SETTINGS = (
     "pseudolabel.coarse_size=64", "pseudolabel.fine_size=64", "pseudolabel.map_size=32", "pseudolabel.infer_batch=8",
     "pseudolabel.train.epochs=1", "pseudolabel.train.batch_size=16", "pseudolabel.device=cpu", "run.torch_threads=1",
+    "pseudolabel.train.freeze_batchnorm=true",
 )  # fmt: skip
 PLACES = VOLATILE_ATTRS | {"features_store", "config"}  # where each run's files lie, and run-only settings
 
@@ -49,12 +52,32 @@ def test_two_dask_worker_processes_write_what_one_process_writes(extracted, one_
     assert store_differences(ws / "pseudo.zarr", one_process, ignore=PLACES) == []
 
 
-def test_two_torchrun_processes_write_what_one_process_writes(extracted, one_process, tmp_path):
-    ws = shutil.copytree(extracted, tmp_path / "ws")
+def _torchrun_pseudolabel(ws: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "cli", "pseudolabel", "--workspace", str(ws), "--quiet"]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("pseudolabel: 4 done, 0 skipped, 0 failed") == 1, done.stdout  # by rank 0 only
+
+
+def test_two_torchrun_processes_write_what_one_process_writes(extracted, one_process, tmp_path):
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    # The one process's classifiers, reused: the passes alone are compared.
+    shutil.copytree(one_process.parent / "checkpoints", ws / "checkpoints")
+    _torchrun_pseudolabel(ws)
     assert store_differences(ws / "pseudo.zarr", one_process, ignore=PLACES) == []
+
+
+def test_two_torchrun_processes_train_the_classifiers_one_process_trains(extracted, one_process, tmp_path):
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    _torchrun_pseudolabel(ws)
+    alone, together = one_process.parent / "checkpoints" / "pseudolabel", ws / "checkpoints" / "pseudolabel"
+    names = sorted(path.name for path in alone.glob("*.pt"))
+    assert names == sorted(path.name for path in together.glob("*.pt")) and len(names) == 7
+    for name in names:
+        a = torch.load(alone / name, map_location="cpu", weights_only=False)
+        b = torch.load(together / name, map_location="cpu", weights_only=False)
+        assert a["state"]["best_val"] == b["state"]["best_val"] and a["state"]["steps"] == b["state"]["steps"], name
+        for key, value in a["model"].items():
+            torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}: {key}")

@@ -1,6 +1,6 @@
-"""The processes of a training run: this process's place in a `torchrun` job (`Distributed`: the DDP
-process group, collectives across processes) and the Ctrl-C / SIGTERM handling that stops it between
-steps (`StopRequest`)."""
+"""The processes of a run: this process's place in a `torchrun` job (`Distributed`: the process group,
+collectives across processes), shared by the training stage's DDP and pseudolabel's classifiers and
+passes, and the Ctrl-C / SIGTERM handling that stops training between steps (`StopRequest`)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,31 @@ class Distributed:
         reduced = self._to_comm(values.clone())
         dist.all_reduce(reduced)
         return reduced.to(values.device)
+
+    def average_gradients(self, parameters: list[Tensor]) -> None:
+        """Replace each parameter's gradient by its mean over the processes, in one collective. A
+        parameter without a gradient here counts as zero, so every process reduces the same buffer."""
+        if not self.active or not parameters:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        flat = self._to_comm(torch.cat([g.reshape(-1) for g in grads]))
+        dist.all_reduce(flat)
+        flat = flat.to(parameters[0].device).div_(self.world_size)
+        offset = 0
+        for p in parameters:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """The first process's buffers (BatchNorm's running statistics) on every process."""
+        if not self.active:
+            return
+        for buffer in module.buffers():
+            if buffer.numel():
+                shared = self._to_comm(buffer.detach().clone())
+                dist.broadcast(shared, src=0)
+                buffer.data.copy_(shared.to(buffer.device))
 
     def _to_comm(self, tensor: Tensor) -> Tensor:
         return tensor.to(torch.device("cuda", self.local_rank)) if self.uses_cuda else tensor
