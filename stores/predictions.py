@@ -83,10 +83,7 @@ def write_has_saliency(group: zarr.Group, has_saliency: np.ndarray) -> None:
 
 def open_video(store: Path | str, video_id: str) -> zarr.Group:
     """A video's group for a worker filling its maps (the coordinating process created it)."""
-    group = zarr_io.video_group(zarr.open_group(str(store), mode="r+"), video_id)
-    if group is None:
-        raise KeyError(f"{store}: no group for video {video_id!r}")
-    return group
+    return zarr_io.open_video_for_rows(store, video_id)
 
 
 def read_saliency(root: zarr.Group, video_id: str, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:

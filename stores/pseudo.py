@@ -145,7 +145,4 @@ def read_video(root: zarr.Group, video_id: str, names: tuple[str, ...] = ("pseud
 
 def open_video(store: Path | str, video_id: str) -> zarr.Group:
     """A video's group for a worker filling its arrays (the coordinating process created it)."""
-    group = zarr_io.video_group(zarr.open_group(str(store), mode="r+"), video_id)
-    if group is None:
-        raise KeyError(f"{store}: no group for video {video_id!r}")
-    return group
+    return zarr_io.open_video_for_rows(store, video_id)

@@ -133,6 +133,15 @@ def video_group(root: zarr.Group, video_id: str) -> zarr.Group | None:
     return root[key] if key in root else None  # type: ignore[return-value]
 
 
+def open_video_for_rows(path: str | Path, video_id: str) -> zarr.Group:
+    """A video's group for a worker filling its arrays (the coordinating process created it); opened past
+    any consolidated metadata, which would not know a group created since it was written."""
+    group = video_group(open_root(path, mode="r+"), video_id)
+    if group is None:
+        raise KeyError(f"{path}: no group for video {video_id!r}")
+    return group
+
+
 def new_video_group(root: zarr.Group, video_id: str, attrs: dict[str, Any]) -> zarr.Group:
     """(Re)create a video's group, empty and marked in progress (coordinating process only)."""
     videos = root[VIDEOS]

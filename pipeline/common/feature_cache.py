@@ -34,15 +34,24 @@ class CachedVideo:
 
 
 class CacheBuilder:
-    """Computes the missing or stale parts of a cache store's videos, `block_rows` frames at a time."""
+    """Computes the missing or stale parts of a cache store's videos, `block_rows` frames at a time.
 
-    def __init__(self, schema: Any, path: Path, progress: Progress, block_rows: int, backbone: str) -> None:
+    `ensure` does it all in this process. Spread over processes, the coordinating one finds the `stale`
+    parts, `prepare`s their groups and arrays and `record`s each part once its rows are written; a
+    worker, with a reading builder (`writable=False`), only `fill`s the rows of its videos.
+    """
+
+    def __init__(self, schema: Any, path: Path, progress: Progress, block_rows: int, backbone: str,
+                 writable: bool = True) -> None:  # fmt: skip
         self.schema = schema
         self.path = path
         self.progress = progress
         self.block_rows = block_rows
-        self.root = schema.open_for_writing(path)
-        schema.update_store(self.root, backbone=backbone)
+        if writable:
+            self.root = schema.open_for_writing(path)
+            schema.update_store(self.root, backbone=backbone)
+        else:
+            self.root = zarr_io.open_root(path, mode="r+")  # rows only: the coordinator writes attributes
         self.part_names = tuple(spec.name for spec in schema.arrays)
 
     def parts(self, video: CachedVideo) -> dict[str, str]:
@@ -50,37 +59,56 @@ class CacheBuilder:
         attrs = self.schema.read_video(self.root, video.video_id)
         return dict(attrs.parts) if attrs is not None and attrs.fingerprint == video.layout_key else {}
 
+    def stale(self, names: tuple[str, ...], videos: list[tuple[CachedVideo, str]]) -> list[tuple[CachedVideo, str]]:
+        """The (video, key) pairs for which any of the parts `names` has another recorded key."""
+        return [(video, key) for video, key in videos if any(self.parts(video).get(n) != key for n in names)]
+
+    def prepare(self, names: tuple[str, ...], video: CachedVideo) -> None:
+        """The video's group and the arrays `names` at their shapes, marked in progress without them."""
+        parts = {name: value for name, value in self.parts(video).items() if name not in names}
+        group = self._group(video)
+        self.schema.update_video(group, parts=parts, status=zarr_io.STATUS_IN_PROGRESS)
+        for name in names:
+            if tuple(group[name].shape) != tuple(video.shapes[name]):
+                self.schema.replace_array(group, name, video.shapes[name])
+
+    def fill(self, names: tuple[str, ...], video: CachedVideo,
+             compute_block: Callable[[slice], dict[str, np.ndarray]], bar: Any = None) -> None:  # fmt: skip
+        """Write the rows of the (prepared) parts `names`, a block of frames at a time."""
+        group = self.group(video.video_id)
+        writers = {name: rows_of(group[name]) for name in names}
+        chunk_rows = math.lcm(*(group[name].chunks[0] for name in names))  # whole chunks of every array
+        step = chunk_rows * max(1, self.block_rows // chunk_rows)
+        for start in range(0, video.n_frames, step):
+            block = slice(start, min(start + step, video.n_frames))
+            rows = compute_block(block)
+            for name in names:
+                writers[name].write(start, rows[name])
+            if bar is not None:
+                bar.update(block.stop - block.start)
+
+    def record(self, names: tuple[str, ...], video: CachedVideo, key: str) -> None:
+        """The parts `names` are written: valid for `key` (the video complete once every part is)."""
+        group = self.group(video.video_id)
+        parts = {**self.parts(video), **dict.fromkeys(names, key)}
+        done = all(name in parts for name in self.part_names)
+        self.schema.update_video(group, parts=parts, damage=None,
+                                 status=zarr_io.STATUS_COMPLETE if done else zarr_io.STATUS_IN_PROGRESS)  # fmt: skip
+
     def ensure(self, names: tuple[str, ...], videos: list[tuple[CachedVideo, str]],
                compute: Callable[[CachedVideo], Callable[[slice], dict[str, np.ndarray]]], unit: str) -> None:  # fmt: skip
-        """Compute the parts `names` (one pass gives all of them) of each (video, key) for which any of
-        them has another recorded key. `compute(video)` opens what the video's blocks are read from and
-        returns the function of a block of frames."""
-        recorded = {video.video_id: self.parts(video) for video, _ in videos}
-        todo = [(video, key) for video, key in videos if any(recorded[video.video_id].get(n) != key for n in names)]
+        """Compute the parts `names` (one pass gives all of them) of each stale (video, key), here.
+        `compute(video)` opens what the video's blocks are read from and returns the function of a
+        block of frames."""
+        todo = self.stale(names, videos)
         if not todo:
             return
         bar = self.progress.bar(sum(video.n_frames for video, _ in todo), f"cache {', '.join(names)}", unit)
         for video, key in todo:
-            group = self._group(video)
-            parts = {name: value for name, value in recorded[video.video_id].items() if name not in names}
             compute_block = compute(video)
-            self.schema.update_video(group, parts=parts, status=zarr_io.STATUS_IN_PROGRESS)
-            for name in names:
-                if tuple(group[name].shape) != tuple(video.shapes[name]):
-                    self.schema.replace_array(group, name, video.shapes[name])
-            writers = {name: rows_of(group[name]) for name in names}
-            chunk_rows = math.lcm(*(group[name].chunks[0] for name in names))  # whole chunks of every array
-            step = chunk_rows * max(1, self.block_rows // chunk_rows)
-            for start in range(0, video.n_frames, step):
-                block = slice(start, min(start + step, video.n_frames))
-                rows = compute_block(block)
-                for name in names:
-                    writers[name].write(start, rows[name])
-                bar.update(block.stop - block.start)
-            parts.update(dict.fromkeys(names, key))
-            done = all(name in parts for name in self.part_names)
-            self.schema.update_video(group, parts=parts, damage=None,
-                                     status=zarr_io.STATUS_COMPLETE if done else zarr_io.STATUS_IN_PROGRESS)  # fmt: skip
+            self.prepare(names, video)
+            self.fill(names, video, compute_block, bar)
+            self.record(names, video, key)
         bar.close()
 
     def group(self, video_id: str) -> Any:

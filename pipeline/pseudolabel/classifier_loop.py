@@ -162,6 +162,7 @@ def train_classifier(
     optimizer = _make_optimizer(model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     state: dict[str, Any] = {"epoch": 0, "steps": 0, "best_val": -1.0, "best_state": None, "stale": 0, "finished": False}
+    processes.barrier()  # the first process may still be writing the checkpoint the others are about to read
     # Loaded on the CPU: the RNG state must stay a CPU tensor; parameters are copied to the device.
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False) if checkpoint.exists() else None
     if saved is not None and saved.get("fingerprint") == fingerprint:

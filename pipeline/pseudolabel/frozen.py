@@ -69,7 +69,8 @@ class ScamCache:
     """WS/scam-cache.zarr: built part by part, read by the classifiers' datasets and the passes."""
 
     def __init__(self, workspace: Path, config: PseudolabelConfig, device: torch.device, progress: Progress,
-                 embedding_dim: int) -> None:  # fmt: skip
+                 embedding_dim: int, writable: bool = True) -> None:  # fmt: skip
+        """`writable` False: a worker's, which fills the rows of prepared parts and reads the maps."""
         self.path = cstore.SCAM_CACHE.path(workspace)
         self.features_path = fstore.SCHEMA.path(workspace)
         self.config = config
@@ -77,7 +78,8 @@ class ScamCache:
         self.backbone = frozen_backbone(config, device)
         self.identity = backbone_identity(config)
         self.layout = Layout(self._map_shape(config.coarse_size), self._map_shape(config.fine_size), embedding_dim)
-        self.builder = CacheBuilder(cstore.SCAM_CACHE, self.path, progress, config.infer_batch, config.backbone)
+        self.builder = CacheBuilder(cstore.SCAM_CACHE, self.path, progress, config.infer_batch, config.backbone,
+                                    writable=writable)  # fmt: skip
 
     @torch.no_grad()
     def _map_shape(self, size: int) -> tuple[int, int, int]:
@@ -88,61 +90,106 @@ class ScamCache:
         layout_key = zarr_io.fingerprint([self.identity, info.n_frames])
         return CachedVideo(info.video_id, info.n_frames, layout_key, self.layout.shapes(info.n_frames))
 
-    def _ensure(self, what: str, videos: list[VideoInfo], key: Callable[[VideoInfo], str],
-                compute: Callable[[VideoInfo, fstore.VideoReader, slice], np.ndarray], unit: str) -> None:  # fmt: skip
-        """`compute(info, reader, block)`: the rows of `what` for a block of the video's frames."""
-        by_id = {info.video_id: info for info in videos}
+    # --- what a part is made from ----------------------------------------------------------------------
+
+    def coarse_key(self, info: VideoInfo) -> str:
+        return zarr_io.fingerprint(["coarse", self.config.coarse_size, info.fingerprint])
+
+    def fine_key(self, info: VideoInfo, boxes_key: str) -> str:
+        """`boxes_key`: what the video's selection boxes are made from."""
+        return zarr_io.fingerprint(["fine", self.config.fine_size, info.fingerprint, boxes_key])
+
+    def audio_key(self, info: VideoInfo, encoder_key: str) -> str:
+        return zarr_io.fingerprint(["audio", encoder_key, info.fingerprint])
+
+    # --- building, step by step (the coordinating process: stale, prepare, record; any: fill) -----------
+
+    def stale(self, what: str, keyed: list[tuple[VideoInfo, str]]) -> list[tuple[VideoInfo, str]]:
+        """The (video, key) pairs whose part `what` is missing or was made from something else."""
+        by_id = {info.video_id: info for info, _ in keyed}
+        todo = self.builder.stale((what,), [(self._cached(info), key) for info, key in keyed])
+        return [(by_id[video.video_id], key) for video, key in todo]
+
+    def prepare(self, what: str, info: VideoInfo) -> None:
+        self.builder.prepare((what,), self._cached(info))
+
+    def fill(self, what: str, info: VideoInfo, boxes: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Write a prepared part's rows: the coarse maps, or the fine maps of `boxes` (the video's)."""
+        compute = self._compute(what, info, boxes)
+        self.builder.fill((what,), self._cached(info), lambda block: {what: compute(block)})
+
+    def record(self, what: str, info: VideoInfo, key: str) -> None:
+        self.builder.record((what,), self._cached(info), key)
+
+    # --- building here --------------------------------------------------------------------------------
+
+    def _ensure(self, what: str, keyed: list[tuple[VideoInfo, str]],
+                compute: Callable[[VideoInfo], Callable[[slice], np.ndarray]], unit: str) -> None:  # fmt: skip
+        """`compute(info)`: the function of a block of the video's frames giving the rows of `what`."""
+        by_id = {info.video_id: info for info, _ in keyed}
 
         def per_video(video: CachedVideo) -> Callable[[slice], dict[str, np.ndarray]]:
-            info, reader = by_id[video.video_id], fstore.VideoReader(self.features_path, video.video_id)
-            return lambda block: {what: compute(info, reader, block)}
+            rows = compute(by_id[video.video_id])
+            return lambda block: {what: rows(block)}
 
-        self.builder.ensure((what,), [(self._cached(info), key(info)) for info in videos], per_video, unit)
+        self.builder.ensure((what,), [(self._cached(info), key) for info, key in keyed], per_video, unit)
 
     def ensure_coarse(self, videos: list[VideoInfo]) -> None:
-        def compute(info: VideoInfo, reader: fstore.VideoReader, block: slice) -> np.ndarray:
-            frames = reader.read("frames", block.start, block.stop)
-            images = resize(to_chw_float(torch.from_numpy(frames).to(self.device)), self.config.coarse_size)
-            return self._maps(images)
-
-        fingerprint = lambda info: zarr_io.fingerprint(["coarse", self.config.coarse_size, info.fingerprint])  # noqa: E731
-        self._ensure(COARSE, videos, fingerprint, compute, "frame")
+        self._ensure(COARSE, [(info, self.coarse_key(info)) for info in videos],
+                     lambda info: self._compute(COARSE, info), "frame")  # fmt: skip
 
     def ensure_fine(self, videos: list[VideoInfo], boxes: dict[str, tuple[np.ndarray, np.ndarray]],
                     boxes_key: Callable[[VideoInfo], str]) -> None:  # fmt: skip
         """`boxes[video]`: (T, 4) selection boxes in stored-frame pixels and (T,) whether each is valid."""
-
-        def compute(info: VideoInfo, reader: fstore.VideoReader, block: slice) -> np.ndarray:
-            frames = reader.read("frames", block.start, block.stop)
-            images = to_chw_float(torch.from_numpy(frames).to(self.device))
-            frame_boxes, valid = boxes[info.video_id]
-            box = torch.from_numpy(frame_boxes[block]).long().to(self.device)
-            whole = torch.tensor([0, images.shape[-2] - 1, 0, images.shape[-1] - 1], device=self.device)
-            box = torch.where(torch.from_numpy(valid[block]).to(self.device)[:, None], box, whole)
-            size = self.config.fine_size
-            return self._maps(crop_and_resize(images, box, (size, size)))
-
-        fingerprint = lambda info: zarr_io.fingerprint(["fine", self.config.fine_size, info.fingerprint,  # noqa: E731
-                                                        boxes_key(info)])  # fmt: skip
-        self._ensure(FINE, videos, fingerprint, compute, "crop")
+        self._ensure(FINE, [(info, self.fine_key(info, boxes_key(info))) for info in videos],
+                     lambda info: self._compute(FINE, info, boxes[info.video_id]), "crop")  # fmt: skip
 
     def ensure_audio(self, videos: list[VideoInfo], encoder: nn.Module | None, encoder_key: str) -> None:
         """Embeddings of every frame's window by the frozen `encoder` (zeros without audio or encoder)."""
         if encoder is not None:
             encoder.eval()
 
-        @torch.no_grad()
-        def compute(info: VideoInfo, reader: fstore.VideoReader, block: slice) -> np.ndarray:
-            n = block.stop - block.start
-            if encoder is None or not info.has_audio:
-                return np.zeros((n, self.layout.embedding), dtype=np.float32)
-            windows = reader.read("audio", block.start, block.stop)
-            spectrogram = torch.from_numpy(windows.astype(np.float32)).to(self.device).unsqueeze(1)
-            with autocast(self.device):
-                return encoder(spectrogram).embedding.float().cpu().numpy()
+        def per_video(info: VideoInfo) -> Callable[[slice], np.ndarray]:
+            reader = fstore.VideoReader(self.features_path, info.video_id)
 
-        fingerprint = lambda info: zarr_io.fingerprint(["audio", encoder_key, info.fingerprint])  # noqa: E731
-        self._ensure(cstore.AUDIO_EMBEDDING.name, videos, fingerprint, compute, "frame")
+            @torch.no_grad()
+            def compute(block: slice) -> np.ndarray:
+                n = block.stop - block.start
+                if encoder is None or not info.has_audio:
+                    return np.zeros((n, self.layout.embedding), dtype=np.float32)
+                windows = reader.read("audio", block.start, block.stop)
+                spectrogram = torch.from_numpy(windows.astype(np.float32)).to(self.device).unsqueeze(1)
+                with autocast(self.device):
+                    return encoder(spectrogram).embedding.float().cpu().numpy()
+
+            return compute
+
+        self._ensure(cstore.AUDIO_EMBEDDING.name, [(info, self.audio_key(info, encoder_key)) for info in videos],
+                     per_video, "frame")  # fmt: skip
+
+    def _compute(self, what: str, info: VideoInfo,
+                 boxes: tuple[np.ndarray, np.ndarray] | None = None) -> Callable[[slice], np.ndarray]:  # fmt: skip
+        """The backbone's maps of a block of the video's frames (COARSE), or of their crops (FINE)."""
+        reader = fstore.VideoReader(self.features_path, info.video_id)
+        if what == COARSE:
+            def coarse(block: slice) -> np.ndarray:
+                frames = torch.from_numpy(reader.read("frames", block.start, block.stop)).to(self.device)
+                return self._maps(resize(to_chw_float(frames), self.config.coarse_size))
+
+            return coarse
+        assert boxes is not None, "the fine maps need the video's selection boxes"
+        frame_boxes, valid = boxes
+
+        def fine(block: slice) -> np.ndarray:
+            frames = reader.read("frames", block.start, block.stop)
+            images = to_chw_float(torch.from_numpy(frames).to(self.device))
+            box = torch.from_numpy(frame_boxes[block]).long().to(self.device)
+            whole = torch.tensor([0, images.shape[-2] - 1, 0, images.shape[-1] - 1], device=self.device)
+            box = torch.where(torch.from_numpy(valid[block]).to(self.device)[:, None], box, whole)
+            size = self.config.fine_size
+            return self._maps(crop_and_resize(images, box, (size, size)))
+
+        return fine
 
     @torch.no_grad()
     def _maps(self, images: Tensor) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""The per-video passes of pseudolabel (coarse maps; fine maps, fusion and smoothing) as independent jobs
-that any process seeing the workspace can run: this one, a dask worker, or a torchrun rank.
+"""The per-video passes of pseudolabel (coarse maps; fine maps, fusion and smoothing; with a frozen
+backbone, its cached maps of the frames and of the crops) as independent jobs that any process seeing
+the workspace can run: this one, a dask worker, or a torchrun rank.
 
 A job names the classifiers it uses by checkpoint (name and SHA-256); the process that runs it builds
 them from those files once and keeps them, so every process computes with the same weights and writes
@@ -22,6 +23,8 @@ from models.device import resolve_device
 from pipeline.common.files import sha256_file
 from pipeline.common.progress import Progress
 from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
+from pipeline.pseudolabel.frozen import COARSE as CACHED_COARSE
+from pipeline.pseudolabel.frozen import FINE as CACHED_FINE
 from pipeline.pseudolabel.frozen import ScamCache
 from pipeline.pseudolabel.maps import SCAMModels, coarse_pass, fine_pass, smoothing_pass
 from pipeline.pseudolabel.stage import COARSE, FINE, checkpoint_folder
@@ -32,12 +35,16 @@ from stores.chunks import ChunkError
 from stores.integrity import mark_damaged
 
 COARSE_PASS, FINAL_PASS = "coarse maps", "pseudo-GT"
+# The frozen backbone's cached maps: of every frame at the coarse size, of every selection box's crop.
+CACHED_FRAMES, CACHED_CROPS = "cached backbone maps", "cached crop maps"
+CACHE_PASSES = {CACHED_FRAMES: CACHED_COARSE, CACHED_CROPS: CACHED_FINE}  # job kind -> the cache's array
 DAMAGED = "damaged"  # the input stamp of a failure on damaged features: retried once extract remade them
 
 
 @dataclass(frozen=True)
 class PassJob:
-    """One video's coarse pass (`COARSE_PASS`) or fine pass and smoothing (`FINAL_PASS`)."""
+    """One video's coarse pass (`COARSE_PASS`), fine pass and smoothing (`FINAL_PASS`), or part of the
+    frozen backbone's cache (a key of `CACHE_PASSES`)."""
 
     kind: str
     workspace: str
@@ -47,6 +54,7 @@ class PassJob:
     classifiers: tuple[tuple[str, str], ...]  # (name, SHA-256) of every classifier checkpoint the pass uses
     embedding_dim: int  # of the cached audio embeddings (frozen backbone)
     event_prob: np.ndarray | None = None  # coarse pass: the video's per-frame event probability
+    boxes: tuple[np.ndarray, np.ndarray] | None = None  # cached crop maps: the video's boxes (T, 4), (T,)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,8 @@ def _models_and_cache(job: PassJob, device: torch.device) -> tuple[SCAMModels, S
             _state.clear()
             cache = None
             if job.config.frozen:
-                cache = ScamCache(Path(job.workspace), job.config, device, Progress(enabled=False), job.embedding_dim)
+                cache = ScamCache(Path(job.workspace), job.config, device, Progress(enabled=False), job.embedding_dim,
+                                  writable=False)  # fmt: skip
             _state.update(key=key, cache=cache, models=_load_models(job, device, cache))
         return _state["models"], _state["cache"]
 
@@ -89,7 +98,10 @@ def _load_models(job: PassJob, device: torch.device, cache: ScamCache | None) ->
 
 
 def classifier_names(names: list[str], kind: str) -> list[str]:
-    """The classifiers a pass uses: the coarse ones for the coarse pass, the fine ones for the final pass."""
+    """The classifiers a pass uses: the coarse ones for the coarse pass, the fine ones for the final pass,
+    none for the cache's."""
+    if kind in CACHE_PASSES:
+        return []
     suffix = COARSE if kind == COARSE_PASS else FINE
     return [name for name in names if name.endswith(suffix)]
 
@@ -102,6 +114,11 @@ def run_pass(job: PassJob, device: str | None = None) -> PassOutcome:
     info = job.info
     features_path = fstore.SCHEMA.path(Path(job.workspace))
     try:
+        if job.kind in CACHE_PASSES:
+            assert cache is not None
+            with torch.no_grad():
+                cache.fill(CACHE_PASSES[job.kind], info, job.boxes)
+            return PassOutcome(job)
         reader = fstore.VideoReader(features_path, info.video_id)
         group = pstore.open_video(pstore.SCHEMA.path(Path(job.workspace)), info.video_id)
         with torch.no_grad():

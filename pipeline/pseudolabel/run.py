@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,7 +34,9 @@ from pipeline.pseudolabel.config import PseudolabelConfig, VideoInfo
 from pipeline.pseudolabel.event_audio import load_vggsound_scorer, video_event_probabilities
 from pipeline.pseudolabel.frozen import ScamCache
 from pipeline.pseudolabel.maps import SCAMModels
-from pipeline.pseudolabel.passes import COARSE_PASS, FINAL_PASS, PassJob, classifier_names
+from pipeline.pseudolabel.passes import (
+    CACHE_PASSES, CACHED_CROPS, CACHED_FRAMES, COARSE_PASS, FINAL_PASS, PassJob, classifier_names,
+)  # fmt: skip
 from pipeline.pseudolabel.runners import PASS_WAIT, PassRunner, pass_runner, serve
 from pipeline.pseudolabel.stage import (
     EVENT_MODEL, PseudolabelError, TrainingKey, Videos, coarse_fingerprint, pseudo_video_state, split_by_video,
@@ -217,7 +219,9 @@ class _LabelRun:
             boxes = self._boxes()
             if trainer.cache is not None:
                 with self._timed("cached backbone maps"):
-                    trainer.cache.ensure_fine(self._usable(), boxes, self._coarse_key)
+                    cache = trainer.cache
+                    keyed = [(info, cache.fine_key(info, self._coarse_key(info))) for info in self._usable()]
+                    self._fill_cache(cache, CACHED_CROPS, keyed, boxes)
             with self._timed("fine classifiers"):
                 models.fine = train_fine(trainer, event_of, boxes, list(models.coarse))
         every = trainer.shas()
@@ -234,9 +238,28 @@ class _LabelRun:
         cache = ScamCache(self.workspace, self.config, self.device, self.progress,
                           encoder.embedding_dim if encoder is not None else 1)  # fmt: skip
         videos = self._usable()
-        cache.ensure_coarse(videos)
-        cache.ensure_audio(videos, encoder, encoder_key)
+        self._fill_cache(cache, CACHED_FRAMES, [(info, cache.coarse_key(info)) for info in videos])
+        cache.ensure_audio(videos, encoder, encoder_key)  # a small network: here, not worth a job
         return cache
+
+    def _fill_cache(self, cache: ScamCache, kind: str, keyed: list[tuple[VideoInfo, str]],
+                    boxes: Boxes | None = None) -> None:  # fmt: skip
+        """The stale videos' part `kind` of the frozen backbone's cache, as jobs: this process prepares
+        each part and records it once its job wrote the rows. A part that could not be made stops the
+        stage: the classifiers would otherwise read rows that were never written."""
+        what = CACHE_PASSES[kind]
+        keys = {info.video_id: key for info, key in cache.stale(what, keyed)}
+
+        def prepare(info: VideoInfo) -> PassJob | None:
+            if info.video_id not in keys:
+                return None
+            cache.prepare(what, info)
+            return replace(self._job(kind, info), boxes=boxes[info.video_id] if boxes is not None else None)
+
+        failures: list[str] = []
+        self._pass(kind, prepare, lambda job: cache.record(what, job.info, keys[job.info.video_id]), failures)
+        if failures:
+            raise PseudolabelError(f"the frozen backbone's {kind} could not be made: " + "; ".join(failures))
 
     def _usable(self) -> list[VideoInfo]:
         return [info for info in self.videos if info.video_id not in self.failed]
@@ -277,9 +300,10 @@ class _LabelRun:
         return probs
 
     def _pass(self, kind: str, prepare: Callable[[VideoInfo], PassJob | None],
-              finish: Callable[[PassJob], None]) -> None:  # fmt: skip
+              finish: Callable[[PassJob], None], failures: list[str] | None = None) -> None:  # fmt: skip
         """One pass over the videos: `prepare` skips a video (None) or creates what its job writes into, the
-        runner runs the jobs here or elsewhere, `finish` records a finished job's video."""
+        runner runs the jobs here or elsewhere, `finish` records a finished job's video. A failed job
+        fails its video (or, with `failures`, is only listed there)."""
         bar = self.progress.bar(len(self.videos), kind, "video")
         jobs = []
         for info in self.videos:
@@ -290,7 +314,9 @@ class _LabelRun:
                 jobs.append(job)
         for outcome in self.runner.run(jobs):
             video_id = outcome.job.info.video_id
-            if outcome.failure is not None:
+            if outcome.failure is not None and failures is not None:
+                failures.append(f"{video_id}: {outcome.failure}")
+            elif outcome.failure is not None:
                 self.failed.add(video_id)
                 _fail(self.summary, video_id, outcome.failure, outcome.input_stamp, self.progress.message)
             else:
