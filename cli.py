@@ -293,7 +293,10 @@ def synth(
 @setting("--threads", key="pseudolabel.threads", type=int, help="Torch CPU threads (0: torch's choice).  [default: 1; the fast preset: 0]")
 @setting("--epochs", key="pseudolabel.train.epochs", type=int, help="Epochs per classifier (early stop on validation).")
 @setting("--steps", key="pseudolabel.train.max_steps", type=int, help="Cap on training steps per classifier.")
-@setting("--batch-size", key="pseudolabel.train.batch_size", type=int)
+@setting("--batch-size", key="pseudolabel.train.batch_size", type=int,
+         help="Samples per step, shared by a torchrun job's processes.  [default: 16]")
+@setting("--freeze-batchnorm", key="pseudolabel.train.freeze_batchnorm", is_flag=True,
+         help="Keep BatchNorm's starting statistics (a torchrun job on CPUs then trains what one process does).")
 @setting("--lr", key="pseudolabel.train.lr", type=float)
 @setting("--optimizer", key="pseudolabel.train.optimizer", type=click.Choice(["sgd", "adam"]))
 @setting("--coarse-size", key="pseudolabel.coarse_size", type=int, help="Coarse classifier input (SPEC: 256).")

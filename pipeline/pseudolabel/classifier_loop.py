@@ -189,7 +189,8 @@ def train_classifier(
         raise ValueError(f"{name}: a batch of {min(batches.global_sizes())} samples cannot be shared by "
                          f"{processes.world_size} processes: raise the batch size or use fewer processes")  # fmt: skip
     train_loader = DataLoader(train_set, batch_sampler=batches, num_workers=config.num_workers)
-    val_loader = DataLoader(_share(val_set, processes), batch_size=config.batch_size * 2, num_workers=config.num_workers)
+    val_loader = DataLoader(_share(val_set, processes), batch_size=config.batch_size * 2,
+                            num_workers=config.num_workers)  # fmt: skip
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     parameters = [p for p in model.parameters() if p.requires_grad]
     frozen_bn = _batchnorm_modules(model) if config.freeze_batchnorm else []

@@ -217,7 +217,7 @@ def _datasets(trainer: ClassifierTrainer, branch: Branch, stage: Stage, train_it
 
 
 def _forward(trainer: ClassifierTrainer, size: int, event_of: dict[str, np.ndarray], train_items: list[FrameItem],
-             val_items: list[FrameItem], branch: Branch, boxes: Boxes | None = None) -> "ClassifierForward":  # fmt: skip
+             val_items: list[FrameItem], branch: Branch, boxes: Boxes | None = None) -> ClassifierForward:  # fmt: skip
     """The batch → (logits, labels) function of one classifier, with its items' event probabilities and
     boxes looked up once."""
 
@@ -251,8 +251,8 @@ class ClassifierForward:
         event_prob = self.events[train][index].to(device) if self.branch == Branch.SA else None
         if self.frozen:
             embedding = batch["audio"] if self.branch == Branch.SA else None
-            logits = model.forward_maps(batch["frames"].float(), event_prob=event_prob, audio_embedding=embedding).logits
-            return logits, batch["label"]
+            maps = batch["frames"].float()
+            return model.forward_maps(maps, event_prob=event_prob, audio_embedding=embedding).logits, batch["label"]
         item_boxes = self.boxes[train]
         crop = item_boxes[index].to(device) if item_boxes is not None else None
         return classifier_logits(model, batch, self.size, crop, event_prob, train), batch["label"]

@@ -18,6 +18,7 @@ one-line reason; any other exception is a bug and propagates with its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import ExitStack, contextmanager
@@ -201,7 +202,7 @@ def run_stage(name: str, workspace: str | Path, overrides: Overrides, progress: 
         raise OptionError(str(exc)) from exc
     config = loaded.config
     line = run_line(name, config.section(name), config.run.preset, preset_origin(loaded, overrides), str(loaded.path))
-    if progress and line:
+    if progress and line and os.environ.get("RANK", "0") == "0":  # one line per torchrun job, not per process
         print(line, file=sys.stderr, flush=True)
     with torch_threads(config):
         return stage(name).run(StageRun(workspace, config, forced=forced, progress=progress))

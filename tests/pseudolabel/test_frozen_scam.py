@@ -28,8 +28,13 @@ PARTS = {"coarse", "fine", "audio_embedding"}
 
 
 @pytest.fixture(scope="module")
-def frozen_run(tmp_path_factory) -> tuple[Path, object]:
-    ws = extracted_set(tmp_path_factory.mktemp("frozen"))
+def extracted(tmp_path_factory) -> Path:
+    return extracted_set(tmp_path_factory.mktemp("frozen"))
+
+
+@pytest.fixture(scope="module")
+def frozen_run(extracted, tmp_path_factory) -> tuple[Path, object]:
+    ws = shutil.copytree(extracted, tmp_path_factory.mktemp("frozen_run") / "ws")
     return ws, run_pseudolabel(ws, FROZEN)
 
 
@@ -78,3 +83,16 @@ def test_a_rerun_reuses_the_cache_and_a_new_fine_size_keeps_the_coarse_maps(froz
     assert chunk_times(cache, "fine") != before["fine"]
     # (The audio embeddings are made again too: every classifier's fingerprint holds every classifier
     # setting, so the event classifier was retrained, and the embeddings are its encoder's.)
+
+
+def test_two_dask_worker_processes_make_the_cache_and_maps_one_process_makes(extracted, frozen_run, tmp_path):
+    from pipeline.common.scheduling import SchedulerConfig
+    from stores.compare import VOLATILE_ATTRS, store_differences
+
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    summary = run_pseudolabel(ws, FROZEN, scheduler=SchedulerConfig(workers=2, threads=False))
+    assert summary.ok and summary.done == 6, summary.line()
+    single = frozen_run[0]
+    places = VOLATILE_ATTRS | {"features_store", "config"}
+    for store in (cstore.SCAM_CACHE.file_name, "pseudo.zarr"):  # the backbone ran in the workers, bit for bit
+        assert store_differences(ws / store, single / store, ignore=places) == [], store

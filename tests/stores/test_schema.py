@@ -68,3 +68,20 @@ def test_forget_completion_drops_the_partial_reuse_records(tmp_path):
     assert schema.forget_completion(tmp_path / "p.zarr") == 1
     read = schema.read_video(zarr_io.open_root(tmp_path / "p.zarr"), "v")
     assert (read.status, read.coarse_fingerprint, read.label) == ("in_progress", None, "cat")
+
+
+def test_a_worker_finds_a_group_created_since_the_metadata_was_consolidated(tmp_path):
+    import zarr
+
+    path = tmp_path / "pseudo.zarr"
+    root = pstore.SCHEMA.open_for_writing(path)
+    zarr_io.new_video_group(root, "old", {})
+    zarr_io.consolidate(path)
+    zarr_io.new_video_group(zarr_io.open_root(path, mode="a"), "new", {})  # a coordinator, before its workers
+    # zarr's own opening answers from the snapshot, which does not know the new group...
+    assert "videos/new" not in zarr.open_group(str(path), mode="r+")
+    # ...the workers' opening reads the store itself.
+    assert pstore.open_video(path, "new").path == "videos/new"
+    assert pred_store.open_video(path, "old").path == "videos/old"
+    with pytest.raises(KeyError, match="no group for video 'gone'"):
+        zarr_io.open_video_for_rows(path, "gone")
