@@ -5,6 +5,7 @@ process reaches `point` raise the signal (SIGKILL, SIGINT, ...) right there, so 
 command at a reproducible instant and check that a rerun ends with the stores an uninterrupted run
 writes. The points every write path reports: `chunk` (a chunk file written), `attrs` (a group's
 attributes written), `file` (a file renamed into place). Without the variable this does nothing.
+`arm` sets the plan of a process that is already running (a dask worker, through `Client.run`).
 """
 
 from __future__ import annotations
@@ -36,3 +37,14 @@ def reached(point: str) -> None:
         fire = _counts[point] == plan[2]
     if fire:
         os.kill(os.getpid(), plan[0])
+
+
+def arm(plan: str | None) -> None:
+    """Give this running process the plan `plan` (None: none), counting its writes from now on: a test
+    arms one dask worker of a cluster this way, which an environment variable cannot single out."""
+    with _lock:
+        _counts.clear()
+        if plan is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = plan

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -282,3 +286,105 @@ def first_run_overrides(train: Path, test: Path, *extra: str):
 
     return Overrides(videos=train, predict_videos=test, fixations=test / "truth.csv", fixations_layout="csv",
                      preset="cpu", settings=TINY + extra)  # fmt: skip
+
+
+# --- killed fanned-out runs (tests/*/test_*_fanout_faults.py) -------------------------------------
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def session_processes(session: int) -> list[int]:
+    """The live processes of a session: a child started with `start_new_session=True` (its pid is the
+    session's id) and whatever it started that stayed in its session (dask's local workers do)."""
+    import psutil  # comes with dask.distributed
+
+    alive = []
+    for pid in psutil.pids():
+        try:
+            if os.getsid(pid) == session and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except (OSError, psutil.Error):  # gone meanwhile, or not ours to look at
+            continue
+    return alive
+
+
+def assert_session_ends(session: int, timeout: float = 30.0) -> None:
+    """What a killed command started (its dask workers) must not outlive it: it could write behind a
+    rerun's back. Whatever is left after `timeout` seconds is killed, and the test fails."""
+    try:
+        wait_until(lambda: not session_processes(session), f"the processes of killed session {session} to exit",
+                   timeout)  # fmt: skip
+    finally:
+        for pid in session_processes(session):
+            os.kill(pid, signal.SIGKILL)
+
+
+def video_attrs(store: Path) -> dict[str, dict]:
+    """Every video group's attributes, read from its zarr.json (a killed writer never consolidated, and
+    zarr's own listing warns about the temporary files of a writer that is running)."""
+    found = {}
+    for path in sorted((store / "videos").glob("*/zarr.json")):
+        try:
+            found[path.parent.name] = json.loads(path.read_text(encoding="utf-8")).get("attributes", {})
+        except FileNotFoundError:  # the group is being made again meanwhile
+            continue
+    return found
+
+
+def complete_videos(store: Path) -> set[str]:
+    return {video_id for video_id, attrs in video_attrs(store).items() if attrs.get("status") == "complete"}
+
+
+def incomplete_differences(store: Path, reference: Path, ignore: frozenset[str]) -> list[str]:
+    """How the videos `store` marks complete differ from the same videos of `reference` (an uninterrupted
+    run): nothing may be marked complete before all of its arrays are written."""
+    from stores.compare import store_differences
+
+    return [difference for video_id in sorted(complete_videos(store))
+            for difference in store_differences(store / "videos" / video_id, reference / "videos" / video_id,
+                                                ignore=ignore)]  # fmt: skip
+
+
+def assert_lock_free(target: Path) -> None:
+    """A dead writer's lock is taken over at once (`stores.lock`): raises StoreLocked while one is held."""
+    from stores.lock import StoreLock, lock_path
+
+    assert lock_path(target).exists()  # the killed run did hold it
+    with StoreLock(target):
+        pass
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process and every process it started, wherever their sessions (torchrun gives each rank
+    its own, so killing the launcher's process group misses them); returns their pids."""
+    import psutil  # comes with dask.distributed
+
+    try:
+        everything = [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    for each in everything:
+        try:
+            os.kill(each, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return everything
+
+
+def all_gone(pids: list[int]) -> bool:
+    import psutil
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    return not any(alive(pid) for pid in pids)

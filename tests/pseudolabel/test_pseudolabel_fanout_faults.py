@@ -1,0 +1,196 @@
+"""Faults in pseudolabel's fanned-out passes: dask workers killed in the middle of a job, the coordinator
+killed while its dask workers run jobs, and a whole torchrun job killed in the middle of a pass. In every
+case the run (or a rerun) ends with the pseudo.zarr and classifiers one uninterrupted process writes, no
+video is marked complete before all of its arrays are written, and no video is counted twice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import (
+    all_gone, assert_lock_free, assert_session_ends, complete_videos, extracted_set, incomplete_differences, kill_tree,
+    video_attrs, wait_until,
+)  # fmt: skip
+from test_pseudolabel_fanout import PLACES, SETTINGS
+
+from pipeline.common.scheduling import SchedulerConfig
+from pipeline.pseudolabel.run import PseudolabelSummary, run_pseudolabel
+from pipeline.workspace.config import Overrides, config_path, load_config, write_config
+from pipeline.workspace.dag import run_stage
+from stores import faults
+from stores.compare import checkpoint_differences, store_differences
+
+REPO = Path(__file__).resolve().parents[2]
+N_VIDEOS = 4
+# Chunk writes of one video's job at SETTINGS (16 frames): the coarse pass's 12, the final pass's 8. A
+# worker armed to die at its 3rd chunk write from now dies inside a job, whichever job it is in.
+MID_JOB_CHUNK = 3
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory) -> Path:
+    ws = extracted_set(tmp_path_factory.mktemp("faults"), classes=2, videos_per_class=N_VIDEOS // 2)
+    write_config(config_path(ws), load_config(ws, Overrides(preset="cpu", settings=SETTINGS)).config)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def one_process(extracted, tmp_path_factory) -> tuple[Path, PseudolabelSummary]:
+    """The uninterrupted one-process run: its workspace and summary."""
+    ws = shutil.copytree(extracted, tmp_path_factory.mktemp("single") / "ws")
+    summary = run_pseudolabel(ws, load_config(ws).config.pseudolabel)
+    assert summary.ok and summary.done == N_VIDEOS, summary.line()
+    return ws, summary
+
+
+def coarse_done(store: Path) -> set[str]:
+    """The videos whose coarse arrays the coordinator has recorded as written."""
+    return {video_id for video_id, attrs in video_attrs(store).items() if attrs.get("coarse_fingerprint")}
+
+
+def assert_equal_to_one_process(ws: Path, reference: Path) -> None:
+    assert store_differences(ws / "pseudo.zarr", reference / "pseudo.zarr", ignore=PLACES) == []
+    expected = sorted(p.name for p in (reference / "checkpoints" / "pseudolabel").glob("*.pt"))
+    assert sorted(p.name for p in (ws / "checkpoints" / "pseudolabel").glob("*.pt")) == expected
+    for name in expected:
+        assert checkpoint_differences(ws / "checkpoints/pseudolabel" / name,
+                                      reference / "checkpoints/pseudolabel" / name) == []  # fmt: skip
+
+
+def test_dask_workers_killed_mid_job_in_both_passes_lose_nothing_and_double_nothing(extracted, one_process,
+                                                                                      tmp_path):  # fmt: skip
+    from distributed import Client, LocalCluster
+
+    reference, expected = one_process
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    store = ws / "pseudo.zarr"
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           memory_limit=0)  # fmt: skip
+    client = Client(cluster)
+    armed: dict[str, list[int]] = {"coarse": [], "final": []}  # pids of the workers set to die, by pass
+    problems: list[BaseException] = []
+
+    def arm(workers: dict[str, int], into: list[int]) -> None:
+        # Each armed worker SIGKILLs itself at its MID_JOB_CHUNK-th chunk write from now on; the nanny
+        # starts a fresh worker in its place, without the plan.
+        client.run(faults.arm, f"KILL:chunk:{MID_JOB_CHUNK}", workers=list(workers))
+        into += workers.values()
+
+    def arm_every_worker_once_the_coarse_pass_is_done() -> None:
+        try:
+            wait_until(lambda: len(coarse_done(store)) == N_VIDEOS, "the coarse pass", timeout=120)
+            # The coordinator trains the fine classifiers now: every live worker dies in its first final job.
+            arm(client.run(os.getpid), armed["final"])
+        except BaseException as exc:  # seen by the test's thread below
+            problems.append(exc)
+
+    try:
+        # Both idle workers get a coarse job at once: the armed one dies inside it.
+        first = dict(sorted(client.run(os.getpid).items())[:1])
+        arm(first, armed["coarse"])
+        killer = threading.Thread(target=arm_every_worker_once_the_coarse_pass_is_done, daemon=True)
+        killer.start()
+        summary = run_pseudolabel(ws, load_config(ws).config.pseudolabel,
+                                  scheduler=SchedulerConfig(address=cluster.scheduler_address))  # fmt: skip
+        killer.join(timeout=60)
+        survivors = set(client.run(os.getpid).values())
+    finally:
+        client.close()
+        cluster.close()
+    assert not problems, problems
+    assert armed["coarse"] and armed["final"]
+    # Every armed worker did die (in a job: it had written some but not all of that job's chunks).
+    assert not survivors & set(armed["coarse"] + armed["final"]), (survivors, armed)
+    # Each video completed exactly once: counted once, and nothing failed or was skipped.
+    assert (summary.ok, summary.done, summary.skipped, summary.failed) == (True, N_VIDEOS, 0, 0), summary.line()
+    assert (summary.frames, summary.frames_with_pseudo_gt) == (expected.frames, expected.frames_with_pseudo_gt)
+    assert complete_videos(store) == complete_videos(reference / "pseudo.zarr")
+    assert_equal_to_one_process(ws, reference)
+
+
+# The coordinator's attribute writes in a pseudolabel run, in order (its dask workers write only array
+# chunks, so only it counts these): 1 the store's, 2-5 the videos' groups, 6-9 "coarse arrays written",
+# 10-13 "in progress" before the final pass, 14-17 "complete", 18 the store's at the end.
+# Killed at the 14th: the final pass's first video is complete, three are out. (The torchrun test below
+# kills in the coarse pass; each kill costs a run with its own dask workers, so one is enough here.)
+COORDINATOR_KILL, COARSE_DONE, COMPLETE = "KILL:attrs:14", N_VIDEOS, 1
+
+
+def test_a_coordinator_killed_while_its_dask_workers_run_jobs_is_finished_by_a_rerun(extracted, one_process,
+                                                                                       tmp_path):  # fmt: skip
+    reference, expected = one_process
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    store = ws / "pseudo.zarr"
+    env = {**os.environ, faults.ENV: COORDINATOR_KILL, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "stopped.log"
+    command = [sys.executable, "-m", "cli", "pseudolabel", "--workspace", str(ws), "-j", "2", "--quiet"]
+    with open(log, "w") as out:
+        # Its own session: the dask workers it starts stay in it, so the test can see them outlive it or not.
+        stopped = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            code = stopped.wait(timeout=300)
+        finally:
+            if stopped.poll() is None:  # it was not killed where it should have been
+                kill_tree(stopped.pid)
+        assert code == -signal.SIGKILL, log.read_text()[-3000:]
+    # Its dask workers notice their parent is gone and exit at once.
+    assert_session_ends(stopped.pid)
+    assert (len(coarse_done(store)), len(complete_videos(store))) == (COARSE_DONE, COMPLETE)  # mid-pass
+    assert incomplete_differences(store, reference / "pseudo.zarr", PLACES) == []
+    assert_lock_free(store)
+
+    summary = run_stage("pseudolabel", ws, Overrides(), progress=False)  # one process; takes the lock itself
+    assert (summary.ok, summary.done, summary.skipped) == (True, N_VIDEOS - COMPLETE, COMPLETE), summary.line()
+    assert (summary.frames, summary.frames_with_pseudo_gt) == (expected.frames, expected.frames_with_pseudo_gt)
+    assert_equal_to_one_process(ws, reference)
+
+
+# Each rank freezes (SIGSTOP) at its MID_JOB_CHUNK-th chunk write, inside its first coarse job.
+TORCHRUN_STOP = f"STOP:chunk:{MID_JOB_CHUNK}"
+
+
+def test_a_torchrun_job_killed_mid_pass_is_finished_by_a_rerun(extracted, one_process, tmp_path):
+    reference, expected = one_process
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    store = ws / "pseudo.zarr"
+    # Both ranks freeze inside their first job; then every process of the job is killed.
+    env = {**os.environ, faults.ENV: TORCHRUN_STOP, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "stopped.log"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "cli", "pseudolabel", "--workspace", str(ws), "--quiet"]  # fmt: skip
+    import psutil  # comes with dask.distributed
+
+    def both_ranks_frozen() -> bool:
+        assert launcher.poll() is None, log.read_text()[-3000:]  # it must not end (nor fail) by itself
+        try:
+            # torchrun's children: the two ranks (`python -m cli ...`)
+            ranks = [p for p in psutil.Process(launcher.pid).children() if "cli" in p.cmdline()]
+            return len(ranks) == 2 and all(p.status() == psutil.STATUS_STOPPED for p in ranks)
+        except psutil.Error:  # a process that went meanwhile: look again
+            return False
+
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+        try:
+            wait_until(both_ranks_frozen, "both ranks to freeze in their first job", timeout=240)
+        finally:
+            killed = kill_tree(launcher.pid)
+            launcher.wait(timeout=30)
+    wait_until(lambda: all_gone(killed), "the killed job's processes to go", timeout=30)
+    # Killed inside the coarse pass: every video's group made, no coarse result recorded yet.
+    assert (len(video_attrs(store)), len(coarse_done(store)), len(complete_videos(store))) == (N_VIDEOS, 0, 0)
+    assert_lock_free(store)
+
+    summary = run_stage("pseudolabel", ws, Overrides(), progress=False)
+    assert (summary.ok, summary.done, summary.skipped) == (True, N_VIDEOS, 0), summary.line()
+    assert (summary.frames, summary.frames_with_pseudo_gt) == (expected.frames, expected.frames_with_pseudo_gt)
+    assert_equal_to_one_process(ws, reference)
