@@ -352,13 +352,22 @@ def incomplete_differences(store: Path, reference: Path, ignore: frozenset[str])
                                                 ignore=ignore)]  # fmt: skip
 
 
-def assert_lock_free(target: Path) -> None:
-    """A dead writer's lock is taken over at once (`stores.lock`): raises StoreLocked while one is held."""
-    from stores.lock import StoreLock, lock_path
+def assert_lock_free(target: Path, timeout: float = 30.0) -> None:
+    """A dead writer's lock is taken over (`stores.lock`): raises StoreLocked if it is still held after
+    `timeout`. Not at once: a killed multi-threaded process shows as a zombie while its other threads
+    are still exiting, and the kernel drops its flock only when the last of them has gone."""
+    from stores.lock import StoreLock, StoreLocked, lock_path
 
     assert lock_path(target).exists()  # the killed run did hold it
-    with StoreLock(target):
-        pass
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with StoreLock(target):
+                return
+        except StoreLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def kill_tree(pid: int) -> list[int]:

@@ -160,6 +160,9 @@ TORCHRUN_STOP = f"STOP:chunk:{MID_JOB_CHUNK}"
 def test_a_torchrun_job_killed_mid_pass_is_finished_by_a_rerun(extracted, one_process, tmp_path):
     reference, expected = one_process
     ws = shutil.copytree(extracted, tmp_path / "ws")
+    # The one process's classifiers, reused: the job goes straight to the passes (classifiers trained
+    # across processes agree with one process's only to float rounding, so maps would not be bitwise).
+    shutil.copytree(reference / "checkpoints", ws / "checkpoints")
     store = ws / "pseudo.zarr"
     # Both ranks freeze inside their first job; then every process of the job is killed.
     env = {**os.environ, faults.ENV: TORCHRUN_STOP, "OMP_NUM_THREADS": "1"}
