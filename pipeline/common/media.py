@@ -75,9 +75,9 @@ class MediaProbe:
         return float(self.frame_times[-1] + 1.0 / self.native_fps)
 
 
-def open_container(path: str | Path) -> av.container.InputContainer:
+def open_container(path: str | Path, stream_options: list[dict[str, str]] | None = None) -> av.container.InputContainer:
     try:
-        return av.open(str(path), mode="r")
+        return av.open(str(path), mode="r", stream_options=stream_options or [])
     except av.error.FileNotFoundError as exc:
         raise MediaError("no such file") from exc
     except av.error.PermissionError as exc:
@@ -323,6 +323,31 @@ def resize_to_rgb(
     return cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
 
 
+def _open_for_audio(probe_: MediaProbe) -> av.container.InputContainer:
+    """The file opened to decode its audio stream, without decoding video frames on the way.
+
+    Opening a file decodes the first frames of every stream to learn their parameters (FFmpeg's
+    find_stream_info): 15 ms of CPU for 720p H.264, 0.1 ms per frame of a 5 s clip, while reading the
+    audio needs none of the video's. The probe already chose the streams, so the video stream is told to
+    skip its frames; formats whose streams only show up while reading (MPEG-TS), or a stream that does
+    not match the probe's, get the usual full open, which is what the audio then decodes with.
+    """
+    skip = [{} for _ in range(probe_.video_stream)] + [{"skip_frame": "all", "threads": "1"}]
+    try:
+        container = open_container(probe_.path, stream_options=skip)
+    except ValueError:  # PyAV: this format exposes no streams before it reads packets
+        return open_container(probe_.path)
+    streams = container.streams
+    audio = probe_.audio_stream
+    if audio is None or audio >= len(streams) or streams[audio].type != "audio" or not (
+        streams[audio].codec_context.sample_rate == probe_.audio_rate
+        and streams[audio].codec_context.channels == probe_.audio_channels
+    ):
+        container.close()
+        return open_container(probe_.path)
+    return container
+
+
 def decode_audio_mono(
     probe_: MediaProbe, start: float, stop: float
 ) -> tuple[np.ndarray, float, int]:
@@ -333,7 +358,7 @@ def decode_audio_mono(
     """
     if probe_.audio_stream is None:
         raise MediaError("no audio stream")
-    container = open_container(probe_.path)
+    container = _open_for_audio(probe_)
     try:
         audio = container.streams[probe_.audio_stream]
         if probe_.seekable and start > 1.0:
