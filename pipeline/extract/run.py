@@ -130,29 +130,37 @@ def _extract_segment(
     # The frame before the segment is decoded too, so the segment's first flow is real.
     first = start - 1 if (start > 0 and flow is not None) else start
     decoder_threads = config.decoder_threads or config.cpu_threads
-    audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
     grid_w, grid_h = config.flow.stored_grid(*out_wh)
     # Three threads overlap, each releasing the GIL in its heavy part: decoding and scaling run ahead in
     # one, flow and audio features run in this one, compressing and writing the previous chunk in a
-    # third. Two chunks read ahead and one write in flight bound memory at a few chunks.
+    # third. Two chunks read ahead and one write in flight bound memory at a few chunks. Decoding starts
+    # first, so it runs while this thread decodes the segment's audio.
     frames = read_ahead(
         lambda: media.decode_frames(probe_, times[first:stop], out_wh, decoder_threads), depth=2 * fstore.CHUNK_T
     )
     with closing(frames), ThreadPoolExecutor(max_workers=1) as writer:
+        audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
         if first < start:
             assert flow is not None
             flow.prime(next(frames))
+        # Two sets of chunk buffers, filled in turn: the writer reads one while this thread fills the
+        # other. Fresh 6 MB arrays per chunk cost a page fault per 4 KiB (the kernel zeroing each page)
+        # on top of the copy.
+        width, height = out_wh
+        rgb_buffers = [np.empty((fstore.CHUNK_T, height, width, 3), dtype=np.uint8) for _ in range(2)]
+        motion_buffers = [np.zeros((fstore.CHUNK_T, 2, grid_h, grid_w), dtype=np.float32) for _ in range(2)]
         pending: Future | None = None
-        for chunk_start in range(start, stop, fstore.CHUNK_T):
-            chunk_stop = min(chunk_start + fstore.CHUNK_T, stop)
-            rgb = np.stack([next(frames) for _ in range(chunk_stop - chunk_start)])
+        for k, chunk_start in enumerate(range(start, stop, fstore.CHUNK_T)):
+            n = min(chunk_start + fstore.CHUNK_T, stop) - chunk_start
+            rgb, motion = rgb_buffers[k % 2][:n], motion_buffers[k % 2][:n]
+            for i in range(n):
+                rgb[i] = next(frames)
             if flow is not None:
-                motion = np.stack([flow.next(frame) for frame in rgb])
-            else:
-                motion = np.zeros((rgb.shape[0], 2, grid_h, grid_w), dtype=np.float32)
-            spectra = audio.features(chunk_start, chunk_stop) if audio is not None else None
+                for i in range(n):
+                    flow.next(rgb[i], out=motion[i])
+            spectra = audio.features(chunk_start, chunk_start + n) if audio is not None else None
             if pending is not None:
-                pending.result()
+                pending.result()  # the writer is done with the other buffers
             pending = writer.submit(fstore.write_segment, arrays, chunk_start, rgb, motion, spectra)
         if pending is not None:
             pending.result()
