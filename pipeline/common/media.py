@@ -75,9 +75,13 @@ class MediaProbe:
         return float(self.frame_times[-1] + 1.0 / self.native_fps)
 
 
-def open_container(path: str | Path, stream_options: list[dict[str, str]] | None = None) -> av.container.InputContainer:
+def open_container(
+    path: str | Path, options: dict[str, str] | None = None, stream_options: list[dict[str, str]] | None = None
+) -> av.container.InputContainer:
+    """The file opened for reading; `options` and `stream_options` (FFmpeg's, by stream index) apply while
+    FFmpeg probes the streams, not to the decoders opened later."""
     try:
-        return av.open(str(path), mode="r", stream_options=stream_options or [])
+        return av.open(str(path), mode="r", options=options or {}, stream_options=stream_options or [])
     except av.error.FileNotFoundError as exc:
         raise MediaError("no such file") from exc
     except av.error.PermissionError as exc:
@@ -116,9 +120,31 @@ def _stream_rate(stream: av.VideoStream) -> float:
     return 25.0
 
 
+def _open_for_probe(path: str | Path) -> av.container.InputContainer:
+    """The file opened for `probe`, without decoding video frames where that cannot change what it finds.
+
+    Opening a file decodes its first frames to learn each stream's parameters (FFmpeg's
+    find_stream_info): 15 ms of CPU for 720p H.264, 0.1 ms per frame of a 5 s clip, and the probe uses
+    none of what only decoding tells (pixel format, decoder delay). Which stream is "best" can depend on
+    how many packets that probing read, so the quick open is kept only when there is no choice to make
+    (one video stream besides cover art, at most one audio stream) and the video's frame size is known;
+    anything else is opened again the usual way.
+    """
+    try:
+        container = open_container(path, options={"skip_frame": "all", "threads": "1"})
+    except MediaError:
+        return open_container(path)  # raises the usual error, if any
+    videos = [s for s in container.streams.video if not _is_cover_art(s)]
+    if len(videos) == 1 and len(container.streams.audio) <= 1 and videos[0].codec_context.width \
+            and videos[0].codec_context.height:  # fmt: skip
+        return container
+    container.close()
+    return open_container(path)
+
+
 def probe(path: str | Path) -> MediaProbe:
     """Demux the whole file once (no decoding) and index the video frames' presentation times."""
-    container = open_container(path)
+    container = _open_for_probe(path)
     try:
         video, audio = choose_streams(container)
         time_base = float(video.time_base)
