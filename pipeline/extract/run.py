@@ -257,6 +257,8 @@ class _VideoJob:
         self.bounds: dict[int, int] = {}  # segment start → stop
         self.done_segments: list[int] = []
         self.error: str | None = None
+        # The video's group, kept open: looking it up again costs a store read per segment.
+        self.group: Any = None
 
 
 def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> tuple[_VideoJob, list[int]]:
@@ -269,11 +271,13 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
     times = media.target_times(probe_, config.fps)
     job.bounds = dict(segment_bounds(times, probe_.keyframe_times, config.segment_frames))
     starts = sorted(job.bounds)
-    attrs = fstore.SCHEMA.read_video(root, record.video_id)
+    group = zarr_io.video_group(root, record.video_id)
+    attrs = None if group is None else fstore.SCHEMA.read_group(group)
     if attrs is not None and attrs.status == zarr_io.STATUS_IN_PROGRESS and attrs.pending_fingerprint == fingerprint:
         # Pairs, so a segment counts only when cut the same way (how cuts are chosen may change).
         done = {tuple(pair) for pair in attrs.segments_done if isinstance(pair, list)}
         job.done_segments = sorted(s for s in starts if (s, job.bounds[s]) in done)
+        job.group = group
         return job, [s for s in starts if s not in job.done_segments]
     video = fstore.FeaturesVideo(
         label=record.label, source_path=str(Path(record.path).resolve()), source_size=outcome.stat.size,
@@ -290,6 +294,7 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
     fstore.write_axes(group, times - times[0], *_audio_axes(config.audio))
     # Only now, with every array and axis in place, may a rerun resume this group rather than remake it.
     fstore.SCHEMA.update_video(group, pending_fingerprint=fingerprint)
+    job.group = group
     return job, starts
 
 
@@ -443,17 +448,19 @@ def _on_segment(root, result: SegmentOutcome, jobs, summary, failures, fail, pro
     summary.frames_written += result.n_frames
     progress.advance_frames(result.n_frames)
     job.done_segments.append(result.start)
-    group = zarr_io.video_group(root, job.record.video_id)
     # [start, stop] pairs: let an interrupted video resume
-    fstore.SCHEMA.update_video(group, segments_done=[[s, job.bounds[s]] for s in sorted(job.done_segments)])
-    if not job.pending:
-        _finish_video(root, job, summary, failures, progress)
+    done = [[s, job.bounds[s]] for s in sorted(job.done_segments)]
+    if job.pending:
+        fstore.SCHEMA.update_video(job.group, segments_done=done)
+    else:  # the same attributes in the one write that marks the video complete
+        _finish_video(root, job, summary, failures, progress, segments_done=done)
 
 
-def _finish_video(root: Any, job: _VideoJob, summary: ExtractSummary, failures: dict, progress: Progress) -> None:
-    """All segments are written: only now is the video marked complete."""
-    fstore.SCHEMA.mark_complete(zarr_io.video_group(root, job.record.video_id), job.fingerprint,
-                                ExtractConfig.ALGORITHM_VERSION)
+def _finish_video(root: Any, job: _VideoJob, summary: ExtractSummary, failures: dict, progress: Progress,
+                  **changes: Any) -> None:  # fmt: skip
+    """All segments are written: only now is the video marked complete (with `changes` to its attributes)."""
+    group = job.group if job.group is not None else zarr_io.video_group(root, job.record.video_id)
+    fstore.SCHEMA.mark_complete(group, job.fingerprint, ExtractConfig.ALGORITHM_VERSION, **changes)
     failures.pop(job.record.video_id, None)
     summary.done += 1
     progress.advance_video()
