@@ -30,8 +30,8 @@ class SchedulerConfig:
 # thread all the while it runs, and take the GIL from the tasks each time: the worker's statistical
 # profiler walks the stacks of the running tasks every 10 ms, and the event-loop health check ticks every
 # 20 ms in the scheduler and in each worker (about 25 ms of CPU a second on its own). In `avfix extract`
-# on our 2-core machine they cost ~0.45 ms of CPU per 720p frame (`benchmarks/extract.py`). A slower
-# tick only warns later about a blocked event loop.
+# of 720p clips on our 2-core machine the event-loop thread took 0.28-0.51 ms of CPU per frame with them,
+# 0.12-0.17 without (`benchmarks/extract_threads.py`). A slower tick only warns later about a blocked loop.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
