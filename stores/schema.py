@@ -118,7 +118,11 @@ class StoreSchema(Generic[S, V]):
 
     def read_video(self, root: zarr.Group | None, video_id: str) -> V | None:
         group = zarr_io.video_group(root, video_id) if root is not None else None
-        return None if group is None else from_attrs(self.video_type, dict(group.attrs))
+        return None if group is None else self.read_group(group)
+
+    def read_group(self, group: zarr.Group) -> V:
+        """The attributes of a video's group already at hand."""
+        return from_attrs(self.video_type, dict(group.attrs))
 
     def video_ids(self, root: zarr.Group) -> list[str]:
         """Every video group, complete or not."""

@@ -73,15 +73,22 @@ class FlowComputer:
         """Set the frame before the first one `next` is called with (segments that start mid-video)."""
         self.previous = self._gray(rgb)
 
-    def next(self, rgb: np.ndarray) -> np.ndarray:
+    def next(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(2, h, w) float32 flow on the stored grid from the previous frame to `rgb` (zeros for the very
-        first frame)."""
+        first frame), written into `out` when given."""
         gray = self._gray(rgb)
+        shape = (2, self.stored_wh[1], self.stored_wh[0])
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out must be {shape} float32, got {out.shape} {out.dtype}")
         if self.previous is None:
             self.previous = gray
-            return np.zeros((2, self.stored_wh[1], self.stored_wh[0]), dtype=np.float32)
+            out[...] = 0.0
+            return out
         flow = self.dis.calc(self.previous, gray, None)
         if flow.shape[1::-1] != self.stored_wh:
             flow = cv2.resize(flow, self.stored_wh, interpolation=cv2.INTER_AREA)
         self.previous = gray
-        return np.ascontiguousarray(flow.transpose(2, 0, 1)) * self.to_frame
+        np.multiply(flow.transpose(2, 0, 1), self.to_frame, out=out)
+        return out

@@ -130,29 +130,37 @@ def _extract_segment(
     # The frame before the segment is decoded too, so the segment's first flow is real.
     first = start - 1 if (start > 0 and flow is not None) else start
     decoder_threads = config.decoder_threads or config.cpu_threads
-    audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
     grid_w, grid_h = config.flow.stored_grid(*out_wh)
     # Three threads overlap, each releasing the GIL in its heavy part: decoding and scaling run ahead in
     # one, flow and audio features run in this one, compressing and writing the previous chunk in a
-    # third. Two chunks read ahead and one write in flight bound memory at a few chunks.
+    # third. Two chunks read ahead and one write in flight bound memory at a few chunks. Decoding starts
+    # first, so it runs while this thread decodes the segment's audio.
     frames = read_ahead(
         lambda: media.decode_frames(probe_, times[first:stop], out_wh, decoder_threads), depth=2 * fstore.CHUNK_T
     )
     with closing(frames), ThreadPoolExecutor(max_workers=1) as writer:
+        audio = _SegmentAudio(probe_, times, start, stop, config.audio) if probe_.has_audio else None
         if first < start:
             assert flow is not None
             flow.prime(next(frames))
+        # Two sets of chunk buffers, filled in turn: the writer reads one while this thread fills the
+        # other. Fresh 6 MB arrays per chunk cost a page fault per 4 KiB (the kernel zeroing each page)
+        # on top of the copy.
+        width, height = out_wh
+        rgb_buffers = [np.empty((fstore.CHUNK_T, height, width, 3), dtype=np.uint8) for _ in range(2)]
+        motion_buffers = [np.zeros((fstore.CHUNK_T, 2, grid_h, grid_w), dtype=np.float32) for _ in range(2)]
         pending: Future | None = None
-        for chunk_start in range(start, stop, fstore.CHUNK_T):
-            chunk_stop = min(chunk_start + fstore.CHUNK_T, stop)
-            rgb = np.stack([next(frames) for _ in range(chunk_stop - chunk_start)])
+        for k, chunk_start in enumerate(range(start, stop, fstore.CHUNK_T)):
+            n = min(chunk_start + fstore.CHUNK_T, stop) - chunk_start
+            rgb, motion = rgb_buffers[k % 2][:n], motion_buffers[k % 2][:n]
+            for i in range(n):
+                rgb[i] = next(frames)
             if flow is not None:
-                motion = np.stack([flow.next(frame) for frame in rgb])
-            else:
-                motion = np.zeros((rgb.shape[0], 2, grid_h, grid_w), dtype=np.float32)
-            spectra = audio.features(chunk_start, chunk_stop) if audio is not None else None
+                for i in range(n):
+                    flow.next(rgb[i], out=motion[i])
+            spectra = audio.features(chunk_start, chunk_start + n) if audio is not None else None
             if pending is not None:
-                pending.result()
+                pending.result()  # the writer is done with the other buffers
             pending = writer.submit(fstore.write_segment, arrays, chunk_start, rgb, motion, spectra)
         if pending is not None:
             pending.result()
@@ -249,6 +257,8 @@ class _VideoJob:
         self.bounds: dict[int, int] = {}  # segment start → stop
         self.done_segments: list[int] = []
         self.error: str | None = None
+        # The video's group, kept open: looking it up again costs a store read per segment.
+        self.group: Any = None
 
 
 def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> tuple[_VideoJob, list[int]]:
@@ -261,11 +271,13 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
     times = media.target_times(probe_, config.fps)
     job.bounds = dict(segment_bounds(times, probe_.keyframe_times, config.segment_frames))
     starts = sorted(job.bounds)
-    attrs = fstore.SCHEMA.read_video(root, record.video_id)
+    group = zarr_io.video_group(root, record.video_id)
+    attrs = None if group is None else fstore.SCHEMA.read_group(group)
     if attrs is not None and attrs.status == zarr_io.STATUS_IN_PROGRESS and attrs.pending_fingerprint == fingerprint:
         # Pairs, so a segment counts only when cut the same way (how cuts are chosen may change).
         done = {tuple(pair) for pair in attrs.segments_done if isinstance(pair, list)}
         job.done_segments = sorted(s for s in starts if (s, job.bounds[s]) in done)
+        job.group = group
         return job, [s for s in starts if s not in job.done_segments]
     video = fstore.FeaturesVideo(
         label=record.label, source_path=str(Path(record.path).resolve()), source_size=outcome.stat.size,
@@ -282,6 +294,7 @@ def _prepare_video(root: Any, outcome: ProbeOutcome, config: ExtractConfig) -> t
     fstore.write_axes(group, times - times[0], *_audio_axes(config.audio))
     # Only now, with every array and axis in place, may a rerun resume this group rather than remake it.
     fstore.SCHEMA.update_video(group, pending_fingerprint=fingerprint)
+    job.group = group
     return job, starts
 
 
@@ -435,17 +448,19 @@ def _on_segment(root, result: SegmentOutcome, jobs, summary, failures, fail, pro
     summary.frames_written += result.n_frames
     progress.advance_frames(result.n_frames)
     job.done_segments.append(result.start)
-    group = zarr_io.video_group(root, job.record.video_id)
     # [start, stop] pairs: let an interrupted video resume
-    fstore.SCHEMA.update_video(group, segments_done=[[s, job.bounds[s]] for s in sorted(job.done_segments)])
-    if not job.pending:
-        _finish_video(root, job, summary, failures, progress)
+    done = [[s, job.bounds[s]] for s in sorted(job.done_segments)]
+    if job.pending:
+        fstore.SCHEMA.update_video(job.group, segments_done=done)
+    else:  # the same attributes in the one write that marks the video complete
+        _finish_video(root, job, summary, failures, progress, segments_done=done)
 
 
-def _finish_video(root: Any, job: _VideoJob, summary: ExtractSummary, failures: dict, progress: Progress) -> None:
-    """All segments are written: only now is the video marked complete."""
-    fstore.SCHEMA.mark_complete(zarr_io.video_group(root, job.record.video_id), job.fingerprint,
-                                ExtractConfig.ALGORITHM_VERSION)
+def _finish_video(root: Any, job: _VideoJob, summary: ExtractSummary, failures: dict, progress: Progress,
+                  **changes: Any) -> None:  # fmt: skip
+    """All segments are written: only now is the video marked complete (with `changes` to its attributes)."""
+    group = job.group if job.group is not None else zarr_io.video_group(root, job.record.video_id)
+    fstore.SCHEMA.mark_complete(group, job.fingerprint, ExtractConfig.ALGORITHM_VERSION, **changes)
     failures.pop(job.record.video_id, None)
     summary.done += 1
     progress.advance_video()

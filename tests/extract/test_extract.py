@@ -441,3 +441,34 @@ def test_frames_are_jpeg_by_default_and_lossless_on_request(tmp_path, video_fact
     np.testing.assert_array_equal(open_video(tmp_path / "jpeg", "j")["frames"][:], exact[:])
     with pytest.raises(ValueError, match="frames codec must be one of jpeg, lossless, got 'png'"):
         ExtractConfig(frames=FrameStorageConfig(codec="png"))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("plain.mp4", {}),
+        ("vfr.mkv", {"vfr": True}),
+        ("audiofirst.mkv", {"audio_first": True}),
+        ("surround.mp4", {"audio_channels": 6, "audio_rate": 48000}),
+        ("data.ts", {"data_stream": True}),
+        ("silent.mp4", {"with_audio": False}),
+        ("mpeg2.mpg", {"codec": "mpeg2video"}),
+        ("odd.mp4", {"size": (63, 47)}),
+        ("one.mp4", {"n_frames": 1}),
+    ],
+)
+def test_quick_opens_find_what_full_opens_find(monkeypatch, video_factory, name, kwargs):
+    """The probe and the audio decoder open files without decoding video frames (media._open_for_probe,
+    media._open_for_audio); they must find the same streams, times and samples as the usual open."""
+    video = video_factory(name, **{"n_frames": 12, **kwargs})
+    quick = media.probe(video.path)
+    quick_audio = media.decode_audio_mono(quick, 0.0, 5.0) if quick.has_audio else None
+    monkeypatch.setattr(media, "_open_for_probe", media.open_container)
+    monkeypatch.setattr(media, "_open_for_audio", lambda probe_: media.open_container(probe_.path))
+    full = media.probe(video.path)
+    for field in quick.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(quick, field), getattr(full, field), err_msg=field)
+    if quick_audio is not None:
+        full_audio = media.decode_audio_mono(full, 0.0, 5.0)
+        np.testing.assert_array_equal(quick_audio[0], full_audio[0])
+        assert quick_audio[1:] == full_audio[1:]
