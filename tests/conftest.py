@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -397,3 +398,18 @@ def all_gone(pids: list[int]) -> bool:
             return False
 
     return not any(alive(pid) for pid in pids)
+
+
+def run_until_killed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
+    """Run a command that a fault plan in `env` SIGKILLs, in its own session (so the dask workers it
+    starts can be seen to outlive it or not); fails unless it was killed and its session ends."""
+    with open(log, "w") as out:
+        stopped = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+        try:
+            code = stopped.wait(timeout=300)
+        finally:
+            if stopped.poll() is None:  # it was not killed where it should have been
+                kill_tree(stopped.pid)
+        assert code == -signal.SIGKILL, log.read_text()[-3000:]
+    assert_session_ends(stopped.pid)  # its dask workers notice their parent is gone and exit at once

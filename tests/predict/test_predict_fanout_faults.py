@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 
 import test_predict_fanout as fanout
 from conftest import (
-    assert_lock_free, assert_session_ends, complete_videos, incomplete_differences, kill_tree, video_attrs,
+    assert_lock_free, complete_videos, incomplete_differences, run_until_killed, video_attrs,
 )  # fmt: skip
 from test_predict_fanout import CONFIG, PLACES, REPO, differences
 
@@ -43,17 +41,7 @@ def test_a_coordinator_killed_while_its_dask_workers_predict_is_finished_by_a_re
     log = tmp_path / "stopped.log"
     command = [sys.executable, "-m", "cli", "predict", str(clips), "--workspace", str(ws), "--batch-size", "4",
                "--segment-frames", "8", "--device", "cpu", "-j", "2", "--processes", "--quiet"]  # fmt: skip
-    with open(log, "w") as out:
-        # Its own session: the dask workers it starts stay in it, so the test can see them outlive it or not.
-        stopped = subprocess.Popen(command, cwd=REPO, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        try:
-            code = stopped.wait(timeout=300)
-        finally:
-            if stopped.poll() is None:  # it was not killed where it should have been
-                kill_tree(stopped.pid)
-        assert code == -signal.SIGKILL, log.read_text()[-3000:]
-    assert_session_ends(stopped.pid)
+    run_until_killed(command, REPO, env, log)
     assert (len(video_attrs(store)), len(complete_videos(store))) == (3, 1)  # killed mid-pass
     assert incomplete_differences(store, one_process, PLACES) == []
     assert_lock_free(store)

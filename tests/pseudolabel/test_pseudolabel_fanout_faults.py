@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
-    all_gone, assert_lock_free, assert_session_ends, complete_videos, extracted_set, incomplete_differences, kill_tree,
+    all_gone, assert_lock_free, complete_videos, extracted_set, incomplete_differences, kill_tree, run_until_killed,
     video_attrs, wait_until,
 )  # fmt: skip
 from test_pseudolabel_fanout import PLACES, SETTINGS
@@ -131,18 +130,7 @@ def test_a_coordinator_killed_while_its_dask_workers_run_jobs_is_finished_by_a_r
     env = {**os.environ, faults.ENV: COORDINATOR_KILL, "OMP_NUM_THREADS": "1"}
     log = tmp_path / "stopped.log"
     command = [sys.executable, "-m", "cli", "pseudolabel", "--workspace", str(ws), "-j", "2", "--quiet"]
-    with open(log, "w") as out:
-        # Its own session: the dask workers it starts stay in it, so the test can see them outlive it or not.
-        stopped = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
-        try:
-            code = stopped.wait(timeout=300)
-        finally:
-            if stopped.poll() is None:  # it was not killed where it should have been
-                kill_tree(stopped.pid)
-        assert code == -signal.SIGKILL, log.read_text()[-3000:]
-    # Its dask workers notice their parent is gone and exit at once.
-    assert_session_ends(stopped.pid)
+    run_until_killed(command, REPO, env, log)
     assert (len(coarse_done(store)), len(complete_videos(store))) == (COARSE_DONE, COMPLETE)  # mid-pass
     assert incomplete_differences(store, reference / "pseudo.zarr", PLACES) == []
     assert_lock_free(store)
