@@ -291,6 +291,9 @@ def synth(
               "backbone once per frame, cache its maps and train the heads alone.")
 @setting("--device", key="pseudolabel.device", help="auto, cpu, cuda or cuda:N.  [default: auto]")
 @setting("--threads", key="pseudolabel.threads", type=int, help="Torch CPU threads (0: torch's choice).  [default: 1; the fast preset: 0]")
+@setting("--segment-frames", key="pseudolabel.segment_frames", type=int,
+         help="A longer video's passes go to the dask workers or torchrun processes in segments of about "
+              "this many frames.  [default: 256]")
 @setting("--epochs", key="pseudolabel.train.epochs", type=int, help="Epochs per classifier (early stop on validation).")
 @setting("--steps", key="pseudolabel.train.max_steps", type=int, help="Cap on training steps per classifier.")
 @setting("--batch-size", key="pseudolabel.train.batch_size", type=int,

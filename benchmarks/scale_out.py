@@ -94,9 +94,13 @@ def main() -> None:
     workspace, videos = set_up(args.workdir, args.preset, args.videos, args.seconds)
     config = replace(preset_config(args.preset, "predict"), device="cpu", segment_frames=64)
     run_predict(videos, workspace, config)  # decodes the videos once (predict-features.zarr is kept)
+    import dask
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    from pipeline.common.scheduling import LOCAL_CLUSTER_CONFIG
+
+    # The same settings as avfix's own local cluster (no profiler, slow tick): a user's cluster should set them too.
+    with dask.config.set(LOCAL_CLUSTER_CONFIG), LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       memory_limit=0) as cluster:  # fmt: skip
         cluster_config = SchedulerConfig(address=cluster.scheduler_address)
         first, _ = timed_pass(workspace, videos, config, cluster_config)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import zarr
 
-from stores import codecs, faults
+from stores import codecs, faults, fencing
 from stores.zarr_io import VIDEOS, StoreError
 
 log = logging.getLogger(__name__)
@@ -265,6 +265,7 @@ class DirectChunks:
                 encoded += crc32c(encoded)
             path = self.path(begin // length)
             path.parent.mkdir(parents=True, exist_ok=True)
+            fencing.check()
             partial = path.with_name(f".{path.name}.partial")
             partial.write_bytes(encoded)
             partial.replace(path)
@@ -297,6 +298,7 @@ class ZarrRows:
         return tuple(self.array.shape[1:])
 
     def write(self, start: int, data: np.ndarray) -> None:
+        fencing.check()
         self.array[start : start + data.shape[0]] = data
         faults.reached("chunk")
 

@@ -5,7 +5,8 @@ names its holder (pid, host, command, since when). A second writer is refused at
 naming the holder; readers (`avfix status`, the notebook) never take the lock. The kernel releases a
 lock when its holder dies, however it dies, so a lock left by a killed process is simply taken over.
 On network file systems without `flock` support the lock holds per machine only (README: "On a
-cluster").
+cluster"). Each taking of the lock writes a new token into the file: jobs sent to other processes carry
+it and stop writing once another run has taken the lock (`stores.fencing`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import os
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from stores.fencing import Fence
 from stores.zarr_io import StoreError
 
 
@@ -68,11 +71,13 @@ class StoreLock:
             raise StoreLocked(f"{self.target}: in use by {holder}; wait for it to finish or stop it") from None
         handle.seek(0)
         handle.truncate()
+        token = uuid.uuid4().hex
         json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                   "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])}, handle)  # fmt: skip
+                   "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]), "token": token}, handle)  # fmt: skip
         handle.flush()
+        os.fsync(handle.fileno())  # the token is what other machines' jobs check before each write
         self._handle = handle
-        _held[key] = [handle, 1]
+        _held[key] = [handle, 1, token]
 
     def release(self) -> None:
         if self._handle is None:
@@ -83,6 +88,13 @@ class StoreLock:
             del _held[key]
             self._handle.close()  # closing releases the flock; the file stays for the next holder
         self._handle = None
+
+
+def held_fence(target: str | Path) -> Fence | None:
+    """The fence of the lock of `target` this process holds (None: it holds none), for its jobs to carry."""
+    path = lock_path(target)
+    held = _held.get(path.resolve())
+    return Fence(str(path.resolve()), held[2]) if held is not None else None
 
 
 def _describe(path: Path) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from stores import faults, zarr_io
+from stores import faults, fencing, zarr_io
 from stores.chunks import read_rows
 from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
@@ -72,6 +72,7 @@ def write_saliency(group: zarr.Group, start: int, saliency: np.ndarray) -> None:
     """Maps of frames [start, start + len) (uint8 (n, y, x)). Several processes may fill one video at once
     when each writes whole chunks: `start` a multiple of CHUNK_T, the length too unless it ends the video."""
     stop = start + saliency.shape[0]
+    fencing.check()
     group[SALIENCY.name][start:stop] = saliency.astype(np.uint8, copy=False)
     faults.reached("chunk")
 

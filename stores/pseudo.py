@@ -4,14 +4,14 @@ pseudolabel stage's output; its schema is declared here, its layout shown by `py
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from stores import faults, zarr_io
+from stores import faults, fencing, zarr_io
 from stores.chunks import read_rows
 from stores.schema import StoreAttrs, StoreSchema, VideoAttrs, doc
 from stores.zarr_io import ArraySpec
@@ -121,12 +121,43 @@ def write_block(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) ->
     for name, data in arrays.items():
         spec = _SPECS[name]
         data = np.asarray(data)
+        fencing.check()
         group[name][start : start + data.shape[0]] = data.astype(spec.dtype, copy=False)
         faults.reached("chunk")
 
 
+# The per-frame arrays (one value or a few per frame) are chunked by 1024 frames, so one chunk spans
+# several segments of a long video: jobs return these rows and the coordinating process writes them, one
+# writer per chunk. The maps (chunks of CHUNK_T frames) are written by the jobs themselves.
+FRAME_ROWS = (BRANCH_VALID.name, EVENT_PROB.name, BOX.name, HAS_BOX.name, HAS_PSEUDO_GT.name)
+
+
+@dataclass
+class FrameRows:
+    """Frames [start, start + n) of the per-frame arrays of one video, gathered block by block."""
+
+    start: int
+    arrays: dict[str, list[np.ndarray]] = field(default_factory=dict)  # name in FRAME_ROWS -> blocks
+    probs: dict[int, list[np.ndarray]] = field(default_factory=dict)  # branch_prob's stage -> blocks
+
+    def add(self, arrays: dict[str, np.ndarray], stage: int | None = None, probs: np.ndarray | None = None) -> None:
+        """The next block's rows (of the named per-frame arrays, and of `stage`'s branch probabilities)."""
+        for name, rows in arrays.items():
+            if name not in FRAME_ROWS:
+                raise ValueError(f"{name} is not a per-frame array of pseudo.zarr")
+            self.arrays.setdefault(name, []).append(np.asarray(rows))
+        if stage is not None and probs is not None:
+            self.probs.setdefault(stage, []).append(np.asarray(probs))
+
+    def write(self, group: zarr.Group) -> None:
+        write_block(group, self.start, {name: np.concatenate(rows) for name, rows in self.arrays.items()})
+        for stage, rows in self.probs.items():
+            write_branch_prob(group, self.start, stage, np.concatenate(rows))
+
+
 def write_branch_prob(group: zarr.Group, start: int, stage: int, probs: np.ndarray) -> None:
     """Probabilities (n, branch) of one stage (0 coarse, 1 fine) for frames [start, start + n)."""
+    fencing.check()
     group[BRANCH_PROB.name][start : start + probs.shape[0], stage] = probs.astype(np.float32, copy=False)
     faults.reached("chunk")
 

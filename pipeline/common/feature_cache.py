@@ -23,6 +23,12 @@ from stores import zarr_io
 from stores.chunks import rows_of
 
 
+def block_step(chunk_rows: list[int], block_rows: int) -> int:
+    """Frames per block written by `CacheBuilder.fill`: whole chunks of every array, about `block_rows`."""
+    whole = math.lcm(*chunk_rows)
+    return whole * max(1, block_rows // whole)
+
+
 @dataclass(frozen=True)
 class CachedVideo:
     """One video of a cache: its group is remade when `layout_key` changes."""
@@ -73,14 +79,18 @@ class CacheBuilder:
                 self.schema.replace_array(group, name, video.shapes[name])
 
     def fill(self, names: tuple[str, ...], video: CachedVideo,
-             compute_block: Callable[[slice], dict[str, np.ndarray]], bar: Any = None) -> None:  # fmt: skip
-        """Write the rows of the (prepared) parts `names`, a block of frames at a time."""
+             compute_block: Callable[[slice], dict[str, np.ndarray]], bar: Any = None,
+             frames: slice | None = None) -> None:  # fmt: skip
+        """Write the rows of the (prepared) parts `names`, a block of frames at a time: of the whole video,
+        or of its segment `frames`, which must start on a multiple of `block_step`."""
         group = self.group(video.video_id)
         writers = {name: rows_of(group[name]) for name in names}
-        chunk_rows = math.lcm(*(group[name].chunks[0] for name in names))  # whole chunks of every array
-        step = chunk_rows * max(1, self.block_rows // chunk_rows)
-        for start in range(0, video.n_frames, step):
-            block = slice(start, min(start + step, video.n_frames))
+        step = block_step([group[name].chunks[0] for name in names], self.block_rows)
+        frames = frames or slice(0, video.n_frames)
+        if frames.start % step:
+            raise ValueError(f"a segment of {video.video_id} starts at frame {frames.start}, not on a block of {step}")
+        for start in range(frames.start, frames.stop, step):
+            block = slice(start, min(start + step, frames.stop))
             rows = compute_block(block)
             for name in names:
                 writers[name].write(start, rows[name])

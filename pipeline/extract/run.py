@@ -10,6 +10,7 @@ a half-done video at its first unwritten segment.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import time
@@ -40,7 +41,8 @@ from pipeline.extract.stage import extracted_video_state, video_fingerprint
 from pipeline.stage import COMPLETE, VideoCounts
 from stores import features as fstore
 from stores import zarr_io
-from stores.lock import StoreLock
+from stores.fencing import Fence, fenced
+from stores.lock import StoreLock, held_fence
 from stores.records import VideoRecord
 
 log = logging.getLogger(__name__)
@@ -101,11 +103,14 @@ def probe_task(record: VideoRecord, config: ExtractConfig) -> ProbeOutcome:
 
 
 def segment_task(
-    store: str, video_id: str, probe_: media.MediaProbe, start: int, stop: int, config: ExtractConfig
+    store: str, video_id: str, probe_: media.MediaProbe, start: int, stop: int, config: ExtractConfig,
+    fence: Fence | None = None,
 ) -> SegmentOutcome:
+    """`fence`: the coordinator's hold of the store's lock; the segment stops writing once it is lost."""
     began = time.perf_counter()
     try:
-        _extract_segment(store, video_id, probe_, start, stop, config)
+        with fenced(fence):
+            _extract_segment(store, video_id, probe_, start, stop, config)
         return SegmentOutcome(video_id, start, stop - start, time.perf_counter() - began)
     except media.MediaError as exc:
         return SegmentOutcome(video_id, start, 0, time.perf_counter() - began, str(exc))
@@ -161,7 +166,9 @@ def _extract_segment(
             spectra = audio.features(chunk_start, chunk_start + n) if audio is not None else None
             if pending is not None:
                 pending.result()  # the writer is done with the other buffers
-            pending = writer.submit(fstore.write_segment, arrays, chunk_start, rgb, motion, spectra)
+            # In this thread's context: the writer checks this job's fence.
+            pending = writer.submit(contextvars.copy_context().run, fstore.write_segment, arrays, chunk_start, rgb,
+                                    motion, spectra)  # fmt: skip
         if pending is not None:
             pending.result()
 
@@ -431,7 +438,8 @@ def _on_probe(client, futures, root, store, outcome, config, jobs, summary, fail
         stop = job.bounds[start]
         job.pending.add(start)
         futures.add(
-            client.submit(segment_task, store, record.video_id, outcome.probe, start, stop, config, pure=False)
+            client.submit(segment_task, store, record.video_id, outcome.probe, start, stop, config,
+                          held_fence(store), pure=False)  # fmt: skip
         )
 
 

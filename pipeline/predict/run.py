@@ -53,6 +53,7 @@ from stores import features as fstore
 from stores import predictions as pred_store
 from stores import zarr_io
 from stores.records import VideoRecord
+from stores.lock import held_fence
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ class _Plan:
         self.pending[video_id] = _Pending(record, fingerprint, n_frames, len(bounds))
         self.segments += [
             Segment(video_id, start, stop, decoded.has_audio, source_hw, str(self.checkpoint), context.checkpoint_sha,
-                    str(context.features_path), str(self.store), config)
+                    str(context.features_path), str(self.store), config, held_fence(self.store))
             for start, stop in bounds
         ]  # fmt: skip
         if not bounds:  # no frame: complete as it is

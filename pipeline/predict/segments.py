@@ -26,6 +26,7 @@ from pipeline.predict.config import PredictConfig
 from stores import features as fstore
 from stores import predictions as pred_store
 from stores.chunks import ChunkError
+from stores.fencing import Fence, fenced
 from stores.integrity import mark_damaged
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Segment:
     features_path: str
     store: str
     config: PredictConfig
+    fence: Fence | None = None  # the coordinator's hold of predictions.zarr's lock: writes stop once it is lost
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,17 @@ def remember_model(checkpoint: Path, checkpoint_sha: str, device: torch.device, 
 
 def predict_segment(segment: Segment, device: str | None = None) -> SegmentOutcome:
     """Predict and write one segment's maps (run in any process that sees the workspace)."""
-    from pipeline.predict.run import predict_frames
-
     config = segment.config
     where = resolve_device(device or config.device)
     model, saved = _model(segment, where)
+    with fenced(segment.fence):
+        return _predict_segment(segment, config, where, model, saved)
+
+
+def _predict_segment(segment: Segment, config: PredictConfig, where: torch.device, model: STANet,
+                     saved: dict[str, Any]) -> SegmentOutcome:  # fmt: skip
+    from pipeline.predict.run import predict_frames
+
     try:
         reader = fstore.VideoReader(Path(segment.features_path), segment.video_id)
         group = pred_store.open_video(segment.store, segment.video_id)

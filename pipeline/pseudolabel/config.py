@@ -69,6 +69,9 @@ class PseudolabelConfig:
     device: str = device_setting("auto")
     threads: int = run_setting(1)  # torch CPU threads (0: torch's choice); see models.device.set_cpu_threads
     infer_batch: int = run_setting(32)
+    # A longer video's passes go out in segments of about this many frames (whole batches and chunks),
+    # spread over the processes like videos; the maps do not depend on it.
+    segment_frames: int = run_setting(256)
     seed: int = output_setting(0, scope=("classifiers",))
 
     @property
@@ -91,8 +94,8 @@ class PseudolabelConfig:
             raise ValueError(f"event_threshold must be in [0, 1], got {self.event_threshold}")
         if (self.vggsound is None) != (self.vggsound_classes is None):
             raise ValueError("a VGGSound checkpoint needs its class-name list too (--vggsound-classes), and back")
-        if self.smoothing_radius < 0 or self.infer_batch < 1 or self.threads < 0:
-            raise ValueError("smoothing_radius and threads must be >= 0 and infer_batch >= 1")
+        if self.smoothing_radius < 0 or self.infer_batch < 1 or self.threads < 0 or self.segment_frames < 1:
+            raise ValueError("smoothing_radius and threads must be >= 0, infer_batch and segment_frames >= 1")
 
 
 @dataclass(frozen=True)

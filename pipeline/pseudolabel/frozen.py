@@ -113,10 +113,12 @@ class ScamCache:
     def prepare(self, what: str, info: VideoInfo) -> None:
         self.builder.prepare((what,), self._cached(info))
 
-    def fill(self, what: str, info: VideoInfo, boxes: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Write a prepared part's rows: the coarse maps, or the fine maps of `boxes` (the video's)."""
+    def fill(self, what: str, info: VideoInfo, boxes: tuple[np.ndarray, np.ndarray] | None = None,
+             frames: slice | None = None) -> None:  # fmt: skip
+        """Write a prepared part's rows (of the whole video, or of its segment `frames`): the coarse maps,
+        or the fine maps of `boxes` (the video's)."""
         compute = self._compute(what, info, boxes)
-        self.builder.fill((what,), self._cached(info), lambda block: {what: compute(block)})
+        self.builder.fill((what,), self._cached(info), lambda block: {what: compute(block)}, frames=frames)
 
     def record(self, what: str, info: VideoInfo, key: str) -> None:
         self.builder.record((what,), self._cached(info), key)

@@ -46,8 +46,10 @@ class SCAMModels:
     fine: dict[Branch, SCAMClassifier] = field(default_factory=dict)
 
 
-def blocks(n: int, size: int) -> list[slice]:
-    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+def blocks(n: int, size: int, frames: slice | None = None) -> list[slice]:
+    """Blocks of `size` frames of [0, n), or of the segment `frames` (which starts on a block boundary)."""
+    frames = frames or slice(0, n)
+    return [slice(s, min(s + size, frames.stop)) for s in range(frames.start, frames.stop, size)]
 
 
 def frame_triplets(reader: VideoReader, start: int, stop: int) -> np.ndarray:
@@ -108,12 +110,15 @@ def _read_audio(reader: VideoReader, info: VideoInfo, sl: slice, device: torch.d
 
 
 def coarse_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMModels, event_prob: np.ndarray,
-                config: PseudolabelConfig, device: torch.device, cache: ScamCache | None = None) -> None:  # fmt: skip
-    """Write coarse_cam, branch_prob[:, coarse], branch_valid, event_prob, box, has_box of one video (from
-    the frames, or with `cache` from the frozen backbone's cached maps)."""
+                config: PseudolabelConfig, device: torch.device, cache: ScamCache | None = None,
+                frames: slice | None = None) -> pstore.FrameRows:  # fmt: skip
+    """Write coarse_cam of one video, or of its segment `frames` (from the frames, or with `cache` from the
+    frozen backbone's cached maps); return its rows of branch_prob[:, coarse], branch_valid, event_prob,
+    box and has_box."""
     m = config.map_size
     sa_usable = info.has_audio and Branch.SA in models.coarse
-    for sl in blocks(info.n_frames, config.infer_batch):
+    rows = pstore.FrameRows((frames or slice(0, info.n_frames)).start)
+    for sl in blocks(info.n_frames, config.infer_batch, frames):
         n = sl.stop - sl.start
         event = torch.from_numpy(event_prob[sl]).to(device)
         cams_of = _block_cams(info, reader, sl, config.coarse_size, event, cache, COARSE, device)
@@ -128,22 +133,24 @@ def coarse_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCA
             cams[:, b], probs[:, b] = cams_of(model, None, (m, m))
         fused = probability_weighted_fusion(cams, probs, valid)
         box, has_box = selection_boxes(fused, config.box_factor)
-        pstore.write_block(group, sl.start, {
-            "coarse_cam": cams.cpu().numpy(), "branch_valid": valid.cpu().numpy(), "event_prob": event_prob[sl],
-            "box": box.cpu().numpy(), "has_box": has_box.cpu().numpy(),
-        })  # fmt: skip
-        pstore.write_branch_prob(group, sl.start, 0, probs.cpu().numpy())
+        pstore.write_block(group, sl.start, {"coarse_cam": cams.cpu().numpy()})
+        rows.add({"branch_valid": valid.cpu().numpy(), "event_prob": event_prob[sl], "box": box.cpu().numpy(),
+                  "has_box": has_box.cpu().numpy()}, 0, probs.cpu().numpy())  # fmt: skip
+    return rows
 
 
 def fine_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMModels,
-              config: PseudolabelConfig, device: torch.device, cache: ScamCache | None = None) -> None:  # fmt: skip
-    """Write fine_cam, branch_prob[:, fine] and the fused map of one video (from the coarse pass's boxes).
+              config: PseudolabelConfig, device: torch.device, cache: ScamCache | None = None,
+              frames: slice | None = None) -> pstore.FrameRows:  # fmt: skip
+    """Write fine_cam and the fused map of one video, or of its segment `frames` (from the coarse pass's
+    boxes); return its rows of branch_prob[:, fine].
 
     Without fine classifiers (`fine_stage` off) the fused map is the fusion of the coarse CAMs inside the
     box: a broad coarse map left whole would rarely pass the 3 × mean threshold of SPEC §3.5.
     """
     m = config.map_size
-    for sl in blocks(info.n_frames, config.infer_batch):
+    rows = pstore.FrameRows((frames or slice(0, info.n_frames)).start)
+    for sl in blocks(info.n_frames, config.infer_batch, frames):
         stored = pstore.read_block(group, ("box", "has_box", "branch_valid", "event_prob", "branch_prob"), sl.start, sl.stop)
         box = torch.from_numpy(stored["box"]).long().to(device)
         has_box = torch.from_numpy(stored["has_box"]).to(device)
@@ -172,7 +179,8 @@ def fine_pass(info: VideoInfo, reader: VideoReader, group: object, models: SCAMM
             cams[:, b] = paste_back(cam, box, (m, m)) * valid[:, b, None, None]
         fused = probability_weighted_fusion(cams, probs, valid) * has_box[:, None, None]
         pstore.write_block(group, sl.start, {"fine_cam": cams.cpu().numpy(), "fused": fused.cpu().numpy()})
-        pstore.write_branch_prob(group, sl.start, 1, probs.cpu().numpy())
+        rows.add({}, 1, probs.cpu().numpy())
+    return rows
 
 
 CamsOf = Callable[[SCAMClassifier, Tensor | None, tuple[int, int] | None], tuple[Tensor, Tensor]]
@@ -202,15 +210,17 @@ def flow_on_map_grid(flow: np.ndarray, frame_hw: tuple[int, int], map_size: int)
 
 
 def smoothing_pass(info: VideoInfo, reader: VideoReader, group: object, config: PseudolabelConfig,
-                   device: torch.device) -> int:  # fmt: skip
-    """Smooth the fused maps over ±radius frames, threshold them, write pseudo_gt and has_pseudo_gt.
+                   device: torch.device, frames: slice | None = None) -> pstore.FrameRows:  # fmt: skip
+    """Smooth the fused maps over ±radius frames, threshold them and write pseudo_gt (of the whole video,
+    or of its segment `frames`, once the whole video's fused maps are written); return its rows of
+    has_pseudo_gt.
 
     Each block reads `radius` frames of context on both sides, so the result equals smoothing the whole
-    video at once. Returns the number of frames that got a pseudo-GT.
+    video at once.
     """
     radius = config.smoothing_radius if config.smoothing != "none" else 0
-    with_gt = 0
-    for sl in blocks(info.n_frames, SMOOTH_BLOCK):
+    rows = pstore.FrameRows((frames or slice(0, info.n_frames)).start)
+    for sl in blocks(info.n_frames, SMOOTH_BLOCK, frames):
         lo, hi = max(sl.start - radius, 0), min(sl.stop + radius, info.n_frames)
         stored = pstore.read_block(group, ("fused", "has_box"), lo, hi)
         fused = torch.from_numpy(stored["fused"]).float().to(device)
@@ -226,6 +236,6 @@ def smoothing_pass(info: VideoInfo, reader: VideoReader, group: object, config: 
         pseudo_gt = threshold_pseudo_gt(smoothed[keep], config.gt_factor) * has_box[keep, None, None]
         # A map with no contrast thresholds to all zeros: that is "no pseudo-GT", not a flat fixation map.
         has_gt = has_box[keep] & (pseudo_gt.amax(dim=(1, 2)) > 0)
-        pstore.write_block(group, sl.start, {"pseudo_gt": pseudo_gt.cpu().numpy(), "has_pseudo_gt": has_gt.cpu().numpy()})
-        with_gt += int(has_gt.sum())
-    return with_gt
+        pstore.write_block(group, sl.start, {"pseudo_gt": pseudo_gt.cpu().numpy()})
+        rows.add({"has_pseudo_gt": has_gt.cpu().numpy()})
+    return rows

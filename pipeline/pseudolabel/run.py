@@ -5,12 +5,13 @@
 2. Coarse S, ST, SA classifiers trained on whole frames (SA on event-related frames only).
 3. Coarse pass over every video: CAMs, fusion and selection boxes, written to pseudo.zarr.
 4. Fine S, ST, SA classifiers trained on the crops of those boxes.
-5. Fine pass: fine CAMs pasted back and fused, smoothed over ±2 frames (warped along the stored optical
-   flow by default; the paper's plain average as an option) and thresholded (§3.5).
+5. Fine pass: fine CAMs pasted back and fused; then smoothed over ±2 frames (warped along the stored
+   optical flow by default; the paper's plain average as an option) and thresholded (§3.5).
 
 Classifiers are checkpointed and reused while their settings and data are unchanged. Per video, the
 coarse results carry their own fingerprint (reused when only later settings change) and the video is
-marked complete only once its pseudo-GT is written; a rerun redoes only what is missing or stale.
+marked complete only once its pseudo-GT is written; a rerun redoes only what is missing or stale. The
+passes go out as one job per video, or per segment of a long video (`pipeline.pseudolabel.passes`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from pipeline.pseudolabel.event_audio import load_vggsound_scorer, video_event_p
 from pipeline.pseudolabel.frozen import ScamCache
 from pipeline.pseudolabel.maps import SCAMModels
 from pipeline.pseudolabel.passes import (
-    CACHE_PASSES, CACHED_CROPS, CACHED_FRAMES, COARSE_PASS, FINAL_PASS, PassJob, classifier_names,
+    CACHE_PASSES, CACHED_CROPS, CACHED_FRAMES, COARSE_PASS, FINE_PASS, SMOOTH_PASS, PassJob, classifier_names,
+    segment_bounds,
 )  # fmt: skip
 from pipeline.pseudolabel.runners import PASS_WAIT, PassRunner, pass_runner, serve
 from pipeline.pseudolabel.stage import (
@@ -50,6 +52,7 @@ from stores import pseudo as pstore
 from stores import zarr_io
 from stores.chunks import ChunkError
 from stores.integrity import mark_damaged
+from stores.lock import held_fence
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +229,8 @@ class _LabelRun:
                 models.fine = train_fine(trainer, event_of, boxes, list(models.coarse))
         every = trainer.shas()
         with self._timed("fine maps and smoothing"):
-            self._pass(FINAL_PASS, lambda info: self._final(info, every), self._final_done)
+            self._pass(FINE_PASS, lambda info: self._final(info, every), lambda info: None)
+            self._pass(SMOOTH_PASS, self._smoothing, self._final_done)
 
     def _coarse_cache(self, scorer: Any) -> ScamCache:
         """The frozen backbone's maps of every frame, and the frozen audio encoder's embeddings."""
@@ -250,14 +254,14 @@ class _LabelRun:
         what = CACHE_PASSES[kind]
         keys = {info.video_id: key for info, key in cache.stale(what, keyed)}
 
-        def prepare(info: VideoInfo) -> PassJob | None:
+        def prepare(info: VideoInfo) -> list[PassJob] | None:
             if info.video_id not in keys:
                 return None
             cache.prepare(what, info)
-            return replace(self._job(kind, info), boxes=boxes[info.video_id] if boxes is not None else None)
+            return self._segments(replace(self._job(kind, info), boxes=None if boxes is None else boxes[info.video_id]))
 
         failures: list[str] = []
-        self._pass(kind, prepare, lambda job: cache.record(what, job.info, keys[job.info.video_id]), failures)
+        self._pass(kind, prepare, lambda info: cache.record(what, info, keys[info.video_id]), failures)
         if failures:
             raise PseudolabelError(f"the frozen backbone's {kind} could not be made: " + "; ".join(failures))
 
@@ -299,39 +303,55 @@ class _LabelRun:
         bar.close()
         return probs
 
-    def _pass(self, kind: str, prepare: Callable[[VideoInfo], PassJob | None],
-              finish: Callable[[PassJob], None], failures: list[str] | None = None) -> None:  # fmt: skip
-        """One pass over the videos: `prepare` skips a video (None) or creates what its job writes into, the
-        runner runs the jobs here or elsewhere, `finish` records a finished job's video. A failed job
+    def _pass(self, kind: str, prepare: Callable[[VideoInfo], list[PassJob] | None],
+              finish: Callable[[VideoInfo], None], failures: list[str] | None = None) -> None:  # fmt: skip
+        """One pass over the videos: `prepare` skips a video (None) or creates what its jobs write into and
+        returns them (one per segment), the runner runs the jobs here or elsewhere, this process writes
+        each job's per-frame rows, and `finish` records a video once all its jobs are back. A failed job
         fails its video (or, with `failures`, is only listed there)."""
-        bar = self.progress.bar(len(self.videos), kind, "video")
-        jobs = []
+        bar = self.progress.bar(sum(info.n_frames for info in self.videos), kind, "frame")
+        jobs: list[PassJob] = []
+        left: dict[str, int] = {}  # video -> its jobs not back yet
         for info in self.videos:
-            job = None if info.video_id in self.failed else prepare(info)
-            if job is None:
-                bar.update(1)
-            else:
-                jobs.append(job)
+            video_jobs = None if info.video_id in self.failed else prepare(info)
+            if not video_jobs:
+                bar.update(info.n_frames)
+                continue
+            jobs += video_jobs
+            left[info.video_id] = len(video_jobs)
+        broken: set[str] = set()  # videos with a failed job: their other jobs' results are dropped
         for outcome in self.runner.run(jobs):
-            video_id = outcome.job.info.video_id
-            if outcome.failure is not None and failures is not None:
-                failures.append(f"{video_id}: {outcome.failure}")
-            elif outcome.failure is not None:
-                self.failed.add(video_id)
-                _fail(self.summary, video_id, outcome.failure, outcome.input_stamp, self.progress.message)
-            else:
-                finish(outcome.job)
-            bar.update(1)
+            info = outcome.job.info
+            left[info.video_id] -= 1
+            if outcome.failure is not None and info.video_id not in broken:
+                broken.add(info.video_id)
+                if failures is not None:
+                    failures.append(f"{info.video_id}: {outcome.failure}")
+                else:
+                    self.failed.add(info.video_id)
+                    _fail(self.summary, info.video_id, outcome.failure, outcome.input_stamp, self.progress.message)
+            elif info.video_id not in broken:
+                if outcome.rows is not None:
+                    outcome.rows.write(zarr_io.video_group(self.root, info.video_id))
+                if left[info.video_id] == 0:
+                    finish(info)
+            segment = outcome.job.segment
+            bar.update(segment.stop - segment.start)
         bar.close()
+
+    def _segments(self, job: PassJob) -> list[PassJob]:
+        """The job of a whole video cut into the jobs of its segments."""
+        return [replace(job, frames=bounds) for bounds in segment_bounds(job.info.n_frames, self.config)]
 
     def _job(self, kind: str, info: VideoInfo, event_prob: np.ndarray | None = None) -> PassJob:
         trainer = self.trainer
         names = classifier_names(list(trainer.results), kind)
         embedding = trainer.cache.layout.embedding if trainer.cache is not None else 1
         return PassJob(kind, str(self.workspace), self.config, info, len(trainer.classes),
-                       tuple((name, trainer.results[name].sha256) for name in names), embedding, event_prob)  # fmt: skip
+                       tuple((name, trainer.results[name].sha256) for name in names), embedding, event_prob,
+                       fence=held_fence(pstore.SCHEMA.path(self.workspace)))  # fmt: skip
 
-    def _coarse(self, info: VideoInfo, event_of: dict[str, np.ndarray], shas: dict[str, str]) -> PassJob | None:
+    def _coarse(self, info: VideoInfo, event_of: dict[str, np.ndarray], shas: dict[str, str]) -> list[PassJob] | None:
         fingerprint = coarse_fingerprint(shas, self.config, info.fingerprint)
         attrs = pstore.SCHEMA.read_video(self.root, info.video_id)
         if attrs is not None and attrs.coarse_fingerprint == fingerprint:
@@ -345,12 +365,12 @@ class _LabelRun:
         shapes = pstore.array_shapes(info.n_frames, self.config.map_size)
         pstore.SCHEMA.create_video(self.root, info.video_id, video, shapes)
         self._coarse_fingerprints[info.video_id] = fingerprint
-        return self._job(COARSE_PASS, info, event_of[info.video_id])
+        return self._segments(self._job(COARSE_PASS, info, event_of[info.video_id]))
 
-    def _coarse_done(self, job: PassJob) -> None:
+    def _coarse_done(self, info: VideoInfo) -> None:
         # The coarse arrays (coarse_cam, probabilities, boxes, event_prob) are written and may be reused.
-        group = zarr_io.video_group(self.root, job.info.video_id)
-        pstore.SCHEMA.update_video(group, coarse_fingerprint=self._coarse_fingerprints.pop(job.info.video_id))
+        group = zarr_io.video_group(self.root, info.video_id)
+        pstore.SCHEMA.update_video(group, coarse_fingerprint=self._coarse_fingerprints.pop(info.video_id))
 
     def _boxes(self) -> Boxes:
         """Selection boxes of every video in stored-frame pixels, from the coarse pass."""
@@ -364,7 +384,8 @@ class _LabelRun:
             boxes[info.video_id] = (frame_boxes.numpy(), stored["has_box"])
         return boxes
 
-    def _final(self, info: VideoInfo, shas: dict[str, str]) -> PassJob | None:
+    def _final(self, info: VideoInfo, shas: dict[str, str]) -> list[PassJob] | None:
+        """The fine pass's jobs of a video whose pseudo-GT is not up to date (it is marked in progress)."""
         fingerprint = video_fingerprint(shas, self.config, info.fingerprint)
         group = zarr_io.video_group(self.root, info.video_id)
         assert group is not None
@@ -376,11 +397,17 @@ class _LabelRun:
             return None
         pstore.SCHEMA.mark_in_progress(group)
         self._final_fingerprints[info.video_id] = fingerprint
-        return self._job(FINAL_PASS, info)
+        return self._segments(self._job(FINE_PASS, info))
 
-    def _final_done(self, job: PassJob) -> None:
-        group = zarr_io.video_group(self.root, job.info.video_id)
-        pstore.SCHEMA.mark_complete(group, self._final_fingerprints.pop(job.info.video_id),
+    def _smoothing(self, info: VideoInfo) -> list[PassJob] | None:
+        """The smoothing jobs of a video whose fine pass this run made (all of its fused maps are written)."""
+        if info.video_id not in self._final_fingerprints:
+            return None
+        return self._segments(self._job(SMOOTH_PASS, info))
+
+    def _final_done(self, info: VideoInfo) -> None:
+        group = zarr_io.video_group(self.root, info.video_id)
+        pstore.SCHEMA.mark_complete(group, self._final_fingerprints.pop(info.video_id),
                                     self.config.ALGORITHM_VERSION,
                                     final_settings=output_settings(self.config, "final"))  # fmt: skip
         self.summary.done += 1

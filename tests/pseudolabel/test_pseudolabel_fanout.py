@@ -25,6 +25,10 @@ SETTINGS = (
     "pseudolabel.coarse_size=64", "pseudolabel.fine_size=64", "pseudolabel.map_size=32", "pseudolabel.infer_batch=8",
     "pseudolabel.train.epochs=1", "pseudolabel.train.batch_size=16", "pseudolabel.device=cpu", "run.torch_threads=1",
     "pseudolabel.train.freeze_batchnorm=true",
+    # SGD: its step is linear in the gradient, so the order of a sum across processes moves the weights
+    # by float rounding only. Adam's first steps are about lr x sign(gradient): a gradient near zero whose
+    # sign the summation order flips moves a weight by ~lr (2e-3 seen on SA_coarse with the cpu preset's Adam).
+    "pseudolabel.train.optimizer=sgd", "pseudolabel.train.lr=0.01",
 )  # fmt: skip
 PLACES = VOLATILE_ATTRS | {"features_store", "config"}  # where each run's files lie, and run-only settings
 

@@ -28,8 +28,9 @@ from stores.compare import checkpoint_differences, store_differences
 
 REPO = Path(__file__).resolve().parents[2]
 N_VIDEOS = 4
-# Chunk writes of one video's job at SETTINGS (16 frames): the coarse pass's 12, the final pass's 8. A
-# worker armed to die at its 3rd chunk write from now dies inside a job, whichever job it is in.
+# Map chunk writes of one video's job at SETTINGS (16 frames, batches of 8): the coarse pass's 2, the fine
+# pass's 4, smoothing's 1 (the per-frame rows are the coordinator's to write). A worker armed to die at its
+# 3rd chunk write from now dies inside a coarse or a fine job, having written some of its chunks.
 MID_JOB_CHUNK = 3
 
 
@@ -85,7 +86,7 @@ def test_dask_workers_killed_mid_job_in_both_passes_lose_nothing_and_double_noth
     def arm_every_worker_once_the_coarse_pass_is_done() -> None:
         try:
             wait_until(lambda: len(coarse_done(store)) == N_VIDEOS, "the coarse pass", timeout=120)
-            # The coordinator trains the fine classifiers now: every live worker dies in its first final job.
+            # The coordinator trains the fine classifiers now: every live worker dies in its first fine job.
             arm(client.run(os.getpid), armed["final"])
         except BaseException as exc:  # seen by the test's thread below
             problems.append(exc)
@@ -141,7 +142,7 @@ def test_a_coordinator_killed_while_its_dask_workers_run_jobs_is_finished_by_a_r
     assert_equal_to_one_process(ws, reference)
 
 
-# Each rank freezes (SIGSTOP) at its MID_JOB_CHUNK-th chunk write, inside its first coarse job.
+# Each rank freezes (SIGSTOP) at its MID_JOB_CHUNK-th chunk write, inside its second coarse job.
 TORCHRUN_STOP = f"STOP:chunk:{MID_JOB_CHUNK}"
 
 
@@ -152,7 +153,7 @@ def test_a_torchrun_job_killed_mid_pass_is_finished_by_a_rerun(extracted, one_pr
     # across processes agree with one process's only to float rounding, so maps would not be bitwise).
     shutil.copytree(reference / "checkpoints", ws / "checkpoints")
     store = ws / "pseudo.zarr"
-    # Both ranks freeze inside their first job; then every process of the job is killed.
+    # Both ranks freeze inside their second job; then every process of the job is killed.
     env = {**os.environ, faults.ENV: TORCHRUN_STOP, "OMP_NUM_THREADS": "1"}
     log = tmp_path / "stopped.log"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -172,7 +173,7 @@ def test_a_torchrun_job_killed_mid_pass_is_finished_by_a_rerun(extracted, one_pr
         launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)  # fmt: skip
         try:
-            wait_until(both_ranks_frozen, "both ranks to freeze in their first job", timeout=240)
+            wait_until(both_ranks_frozen, "both ranks to freeze in their second job", timeout=240)
         finally:
             killed = kill_tree(launcher.pid)
             launcher.wait(timeout=30)
