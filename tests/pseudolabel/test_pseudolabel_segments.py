@@ -122,3 +122,18 @@ def test_a_video_whose_segments_fail_fails_once_and_the_others_complete(extracte
     root = pstore.SCHEMA.open_for_reading(pstore.SCHEMA.path(ws))
     assert LONG not in set(pstore.SCHEMA.complete_videos(root))
     assert len(set(pstore.SCHEMA.complete_videos(root))) == 4
+
+
+def test_pass_jobs_of_a_run_that_lost_the_lock_write_no_chunk(extracted, whole, tmp_path, monkeypatch):
+    from pipeline.pseudolabel import run as pseudolabel_run
+    from stores.fencing import Fence, FencedOut
+    from stores.lock import lock_path
+
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    shutil.copytree(whole / "checkpoints", ws / "checkpoints")
+    # As if this run's coordinator had been killed and another run had taken pseudo.zarr's lock since.
+    stale = lambda store: Fence(str(lock_path(store).resolve()), "a-run-killed-before")  # noqa: E731
+    monkeypatch.setattr(pseudolabel_run, "held_fence", stale)
+    with pytest.raises(FencedOut, match="no longer holds the lock"):
+        run_pseudolabel(ws, replace(TINY, segment_frames=64), scheduler=SchedulerConfig(workers=2, threads=False))
+    assert [p for p in (ws / "pseudo.zarr/videos").rglob("coarse_cam/c/*") if p.is_file()] == []

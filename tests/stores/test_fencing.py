@@ -68,3 +68,25 @@ def test_a_jobs_helper_thread_checks_the_jobs_fence(tmp_path):
         with pytest.raises(FencedOut):
             writer.submit(contextvars.copy_context().run, write, 0, np.ones((16, 4, 4), dtype=np.float16)).result()
     np.testing.assert_array_equal(group["pseudo_gt"][:], 0)
+
+
+def stale_fence(store) -> Fence:
+    """The fence of a run killed earlier: its lock file now names another run's token."""
+    return Fence(str(lock_path(store).resolve()), "a-run-killed-before")
+
+
+def test_extract_segments_of_a_run_that_lost_the_lock_write_no_chunk(tmp_path, monkeypatch):
+    from pipeline.common.scheduling import SchedulerConfig
+    from pipeline.extract import run as extract_run
+    from pipeline.extract.config import ExtractConfig
+    from pipeline.synth.generate import SynthConfig, generate
+
+    generate(tmp_path / "videos", SynthConfig(classes=2, videos_per_class=1, seconds=1.6, fps=10, width=64, height=64))
+    monkeypatch.setattr(extract_run, "held_fence", stale_fence)
+    with pytest.raises(FencedOut, match="no longer holds the lock"):
+        extract_run.run_extract(tmp_path / "videos", tmp_path / "ws", ExtractConfig(size=64), SchedulerConfig(workers=1))
+    # The writer thread checked the segment's fence: not one frame, flow or audio chunk was written (the
+    # time axes are the coordinator's, written before the segments went out).
+    videos = tmp_path / "ws/features.zarr/videos"
+    assert [p for name in ("frames", "flow", "audio") for p in videos.rglob(f"{name}/c/**/*") if p.is_file()] == []
+    assert len([p for p in videos.rglob("t/c/*") if p.is_file()]) == 2
