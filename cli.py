@@ -18,6 +18,7 @@ from typing import Any, Callable
 import click
 
 from pipeline import __version__
+from pipeline.common.allocator import tune_allocator
 
 BUG_EXIT_CODE = 70  # as pipeline.common.errors (not imported here: `avfix --help` stays light)
 
@@ -193,6 +194,7 @@ def main(verbose: int) -> None:
     Every stage command takes its settings from WS/avfix.toml (else the preset's defaults); the
     options it is given override them for that run.
     """
+    tune_allocator()  # before any thread starts: see pipeline.common.allocator
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 

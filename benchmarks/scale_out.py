@@ -97,10 +97,11 @@ def main() -> None:
     import dask
     from distributed import LocalCluster
 
-    from pipeline.common.scheduling import LOCAL_CLUSTER_CONFIG
+    from pipeline.common.scheduling import local_cluster_config
 
-    # The same settings as avfix's own local cluster (no profiler, slow tick): a user's cluster should set them too.
-    with dask.config.set(LOCAL_CLUSTER_CONFIG), LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    # avfix's own local cluster's settings (no profiler, slow tick, malloc settings): a user's cluster
+    # should have them too.
+    with dask.config.set(local_cluster_config()), LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       memory_limit=0) as cluster:  # fmt: skip
         cluster_config = SchedulerConfig(address=cluster.scheduler_address)
         first, _ = timed_pass(workspace, videos, config, cluster_config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
@@ -38,6 +39,19 @@ LOCAL_CLUSTER_CONFIG = {
 }
 
 
+def local_cluster_config() -> dict[str, object]:
+    """`LOCAL_CLUSTER_CONFIG`, and the environment a local worker process starts with: dask's own (one
+    OpenMP thread; its MALLOC_TRIM_THRESHOLD_ of 64 KiB, which returns every freed tensor to the kernel)
+    with avfix's malloc settings over it (`pipeline.common.allocator`; the user's, where set)."""
+    import dask
+
+    from pipeline.common.allocator import ENVIRON
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    environ.update({name: os.environ.get(name, value) for name, value in ENVIRON.items()})
+    return {**LOCAL_CLUSTER_CONFIG, "distributed.nanny.pre-spawn-environ": environ}
+
+
 @contextmanager
 def dask_client(config: SchedulerConfig) -> Iterator[Client]:
     # Imported here: dask.distributed costs about 0.3 s, which commands that decode nothing need not pay.
@@ -57,7 +71,7 @@ def dask_client(config: SchedulerConfig) -> Iterator[Client]:
     processes = config.workers > 1 and not config.threads
     with ExitStack() as stack:
         # Set while the cluster lives: its servers read these at start-up (worker processes get a copy).
-        stack.enter_context(dask.config.set(LOCAL_CLUSTER_CONFIG))
+        stack.enter_context(dask.config.set(local_cluster_config()))
         cluster = LocalCluster(
             n_workers=max(1, config.workers),
             threads_per_worker=1,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from distributed import Client, as_completed
 
+from pipeline.common.allocator import tune_allocator
 from pipeline.common import media
 from pipeline.common.audio_features import (
     HOP, N_FFT, SAMPLE_RATE, AudioWindowConfig, frame_audio_features, resample_to_16k,
@@ -107,6 +108,7 @@ def segment_task(
     fence: Fence | None = None,
 ) -> SegmentOutcome:
     """`fence`: the coordinator's hold of the store's lock; the segment stops writing once it is lost."""
+    tune_allocator()  # a worker of a cluster avfix did not start
     began = time.perf_counter()
     try:
         with fenced(fence):
@@ -321,6 +323,7 @@ def run_extract(
     without `label`.
     """
     began = time.perf_counter()
+    tune_allocator()
     inputs: InputSet = discover(source, require_labels)
     store = Path(store) if store is not None else fstore.SCHEMA.path(workspace)
     Path(workspace).mkdir(parents=True, exist_ok=True)

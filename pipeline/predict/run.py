@@ -27,6 +27,7 @@ import torch
 
 from models.device import autocast, resolve_device
 from models.sta import STANet, postprocess_saliency
+from pipeline.common.allocator import tune_allocator
 from pipeline.common import media
 from pipeline.common.files import file_stamp, sha256_file
 from pipeline.common.inputs import discover
@@ -108,6 +109,7 @@ def run_predict(
     groups, marks videos complete) and each predicts its share of the segments. Otherwise the segments
     go to the dask workers of `scheduler` when it has several (or an address), else run here.
     """
+    tune_allocator()
     processes = Distributed.from_env(config.device)
     try:
         return _run_predict(videos, Path(workspace), config, scheduler or SchedulerConfig(), processes,

@@ -21,6 +21,7 @@ import torch
 
 from models.device import resolve_device
 from models.sta import STANet
+from pipeline.common.allocator import tune_allocator
 from pipeline.common import media
 from pipeline.predict.config import PredictConfig
 from stores import features as fstore
@@ -87,6 +88,7 @@ def remember_model(checkpoint: Path, checkpoint_sha: str, device: torch.device, 
 
 def predict_segment(segment: Segment, device: str | None = None) -> SegmentOutcome:
     """Predict and write one segment's maps (run in any process that sees the workspace)."""
+    tune_allocator()  # a worker of a cluster avfix did not start
     config = segment.config
     where = resolve_device(device or config.device)
     model, saved = _model(segment, where)

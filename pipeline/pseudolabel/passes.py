@@ -25,6 +25,7 @@ import torch
 
 from models.classifiers import Branch, Stage
 from models.device import resolve_device
+from pipeline.common.allocator import tune_allocator
 from pipeline.common.feature_cache import block_step
 from pipeline.common.files import sha256_file
 from pipeline.common.progress import Progress
@@ -139,6 +140,7 @@ def classifier_names(names: list[str], kind: str) -> list[str]:
 def run_pass(job: PassJob, device: str | None = None) -> PassOutcome:
     """Run one video's pass and write its arrays (not its attributes); bad input becomes the outcome's
     failure, any other exception is a bug and propagates."""
+    tune_allocator()  # a worker of a cluster avfix did not start
     where = resolve_device(device or job.config.device)
     # Smoothing needs no network: a process that only smooths does not build the classifiers.
     models, cache = _models_and_cache(job, where) if job.kind != SMOOTH_PASS else (SCAMModels(), None)

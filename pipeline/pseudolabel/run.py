@@ -28,6 +28,7 @@ import torch
 
 from models.device import resolve_device, set_cpu_threads
 from models.selection import scale_boxes
+from pipeline.common.allocator import tune_allocator
 from pipeline.common.progress import Progress
 from pipeline.common.scheduling import SchedulerConfig
 from pipeline.common.settings import jsonable, output_settings
@@ -120,6 +121,7 @@ def run_pseudolabel(
     under `torchrun`, to every process: the first coordinates, and all train each classifier together
     and share each pass's jobs.
     """
+    tune_allocator()
     # Processes that wait while the first one trains: allow for long training between two passes.
     processes = Distributed.from_env(config.device, timeout=PASS_WAIT)
     try:

@@ -42,6 +42,7 @@ from models import metrics
 from models.backbones import build_backbone
 from models.device import autocast
 from models.sta import BackboneLevels, STANet, sta_loss, weighted_nss
+from pipeline.common.allocator import tune_allocator
 from pipeline.common.estimate import StepTimer, duration, slow_hint
 from pipeline.common.files import save_torch_atomic
 from pipeline.common.progress import Progress
@@ -475,6 +476,7 @@ def run_train(
     `step_hook(step)` is called after every completed step (tests use it to simulate a kill).
     """
     began = time.perf_counter()
+    tune_allocator()
     workspace = Path(workspace)
     processes = Distributed.from_env(config.device)
     try:
