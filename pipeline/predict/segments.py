@@ -21,7 +21,7 @@ import torch
 
 from models.device import resolve_device
 from models.sta import STANet
-from pipeline.common.allocator import tune_allocator
+from pipeline.common.allocator import release_free_memory, tune_allocator
 from pipeline.common import media
 from pipeline.predict.config import PredictConfig
 from stores import features as fstore
@@ -92,8 +92,11 @@ def predict_segment(segment: Segment, device: str | None = None) -> SegmentOutco
     config = segment.config
     where = resolve_device(device or config.device)
     model, saved = _model(segment, where)
-    with fenced(segment.fence):
-        return _predict_segment(segment, config, where, model, saved)
+    try:
+        with fenced(segment.fence):
+            return _predict_segment(segment, config, where, model, saved)
+    finally:
+        release_free_memory()
 
 
 def _predict_segment(segment: Segment, config: PredictConfig, where: torch.device, model: STANet,

@@ -25,7 +25,7 @@ import torch
 
 from models.classifiers import Branch, Stage
 from models.device import resolve_device
-from pipeline.common.allocator import tune_allocator
+from pipeline.common.allocator import release_free_memory, tune_allocator
 from pipeline.common.feature_cache import block_step
 from pipeline.common.files import sha256_file
 from pipeline.common.progress import Progress
@@ -144,8 +144,11 @@ def run_pass(job: PassJob, device: str | None = None) -> PassOutcome:
     where = resolve_device(device or job.config.device)
     # Smoothing needs no network: a process that only smooths does not build the classifiers.
     models, cache = _models_and_cache(job, where) if job.kind != SMOOTH_PASS else (SCAMModels(), None)
-    with fenced(job.fence):
-        return _run_pass(job, where, models, cache)
+    try:
+        with fenced(job.fence):
+            return _run_pass(job, where, models, cache)
+    finally:
+        release_free_memory()
 
 
 def _run_pass(job: PassJob, where: torch.device, models: SCAMModels, cache: ScamCache | None) -> PassOutcome:

@@ -342,8 +342,10 @@ class _LabelRun:
         bar.close()
 
     def _segments(self, job: PassJob) -> list[PassJob]:
-        """The job of a whole video cut into the jobs of its segments."""
-        return [replace(job, frames=bounds) for bounds in segment_bounds(job.info.n_frames, self.config)]
+        """The job of a whole video cut into the jobs of its segments (a video of no frame keeps one job, so
+        that it is recorded like the others)."""
+        bounds = segment_bounds(job.info.n_frames, self.config) or [(0, 0)]
+        return [replace(job, frames=frames) for frames in bounds]
 
     def _job(self, kind: str, info: VideoInfo, event_prob: np.ndarray | None = None) -> PassJob:
         trainer = self.trainer

@@ -57,3 +57,26 @@ def test_local_dask_workers_start_with_the_settings_over_dasks_own():
     environ = local_cluster_config()["distributed.nanny.pre-spawn-environ"]
     assert {k: environ[k] for k in ENVIRON} == ENVIRON  # dask's MALLOC_TRIM_THRESHOLD_ of 64 KiB replaced
     assert environ["OMP_NUM_THREADS"] == 1
+
+
+RELEASE = """
+from pipeline.common.allocator import release_free_memory, tune_allocator
+import torch
+def resident_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 1e6
+tune_allocator()
+block = torch.ones(50_000_000)  # 200 MB, on the heap once tuned
+del block
+kept = resident_mb()
+print(release_free_memory(), kept - resident_mb())
+"""
+
+
+def test_free_heap_pages_go_back_to_the_system_after_a_job():
+    clean = {k: v for k, v in os.environ.items() if k not in ENVIRON}
+    done = subprocess.run([sys.executable, "-c", RELEASE], cwd=REPO, env=clean, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    released, freed_mb = done.stdout.split()
+    assert released == "True"
+    assert 150 < float(freed_mb) < 260, freed_mb  # the freed 200 MB block stayed resident until the trim
