@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from models.device import autocast
+from pipeline.common.allocator import training_heap
 from pipeline.common.estimate import StepTimer
 from pipeline.common.files import save_torch_atomic, sha256_file
 from pipeline.common.processes import Distributed
@@ -127,6 +128,7 @@ class EpochBatches(Sampler[list[int]]):
         return torch.rand(self.n_items, generator=generator)
 
 
+@training_heap()
 def train_classifier(
     name: str,
     model: nn.Module,

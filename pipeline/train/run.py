@@ -42,7 +42,7 @@ from models import metrics
 from models.backbones import build_backbone
 from models.device import autocast
 from models.sta import BackboneLevels, STANet, sta_loss, weighted_nss
-from pipeline.common.allocator import tune_allocator
+from pipeline.common.allocator import training_heap, tune_allocator
 from pipeline.common.estimate import StepTimer, duration, slow_hint
 from pipeline.common.files import save_torch_atomic
 from pipeline.common.progress import Progress
@@ -480,8 +480,9 @@ def run_train(
     workspace = Path(workspace)
     processes = Distributed.from_env(config.device)
     try:
-        summary = _train_checked(workspace, config, processes, progress if processes.is_main else None, report, restart,
-                         step_hook)  # fmt: skip
+        with training_heap():
+            summary = _train_checked(workspace, config, processes, progress if processes.is_main else None, report,
+                                     restart, step_hook)  # fmt: skip
     finally:
         processes.close()
     summary.seconds = time.perf_counter() - began

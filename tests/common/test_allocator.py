@@ -80,3 +80,30 @@ def test_free_heap_pages_go_back_to_the_system_after_a_job():
     released, freed_mb = done.stdout.split()
     assert released == "True"
     assert 150 < float(freed_mb) < 260, freed_mb  # the freed 200 MB block stayed resident until the trim
+
+
+TRAINING = """
+from pipeline.common.allocator import training_heap, tune_allocator
+import torch
+def resident_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 1e6
+def released_when_freed():
+    block = torch.ones(50_000_000)  # 200 MB
+    held = resident_mb()
+    del block
+    return held - resident_mb()
+tune_allocator()
+with training_heap():
+    inside = released_when_freed()
+print(inside, released_when_freed())
+"""
+
+
+def test_training_keeps_glibcs_thresholds_and_the_settings_come_back_after_it():
+    clean = {k: v for k, v in os.environ.items() if k not in ENVIRON}
+    done = subprocess.run([sys.executable, "-c", TRAINING], cwd=REPO, env=clean, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    inside, after = (float(mb) for mb in done.stdout.split())
+    assert 150 < inside < 260, inside  # mapped apart and unmapped when freed, as glibc does by default
+    assert abs(after) < 20, after  # on the heap again: the freed block stays for the next batch
