@@ -1,6 +1,7 @@
 """Whole t-chunks of avfix's arrays, read and written straight as chunk files, every one checked.
 
-Layout (what `zarr_io.create_array` makes): a local directory, the default "/" chunk keys, chunks whole
+Layout (what `zarr_io.create_array` makes): a local directory, zarr v3's default chunk keys with "."
+separators ("c.3.0.0", one folder per array; the "/" keys of stores written before are read too), chunks whole
 along every axis but t, and the codecs bytes -> zstd -> crc32c, or one of avfix's own chains
 (`stores.codecs`): avfix.fixed_step -> bytes -> zstd -> crc32c (flow), avfix.jpeg -> crc32c (frames).
 Any other layout is read and written through zarr, and the first such array a process meets is logged.
@@ -147,7 +148,7 @@ class DirectChunks:
     """The t-chunks of one array of a local store (see the module docstring)."""
 
     def __init__(self, folder: Path, shape: tuple[int, ...], chunk_shape: tuple[int, ...], dtype: np.dtype,
-                 fill_value: Any, coder: Coder, checksum: bool) -> None:  # fmt: skip
+                 fill_value: Any, coder: Coder, checksum: bool, separator: str = ".") -> None:  # fmt: skip
         self.folder = folder
         self.shape = shape
         self.chunk_shape = chunk_shape
@@ -155,7 +156,8 @@ class DirectChunks:
         self.fill_value = fill_value
         self.checksum = checksum
         self.coder = coder
-        self._suffix = "/".join("0" for _ in chunk_shape[1:])
+        self.separator = separator
+        self._suffix = "".join(separator + "0" for _ in chunk_shape[1:])
 
     @classmethod
     def for_array(cls, store: str | Path, array: zarr.Array) -> "DirectChunks | None":
@@ -180,11 +182,11 @@ class DirectChunks:
         if tuple(chunk_shape[1:]) != tuple(array.shape[1:]):
             _log_fallback(array, "chunks split along axes other than t")
             return None
-        if not (isinstance(keys, DefaultChunkKeyEncoding) and keys.separator == "/"):
+        if not (isinstance(keys, DefaultChunkKeyEncoding) and keys.separator in ("/", ".")):
             _log_fallback(array, "chunk keys other than zarr v3's default")
             return None
         dtype = np.dtype(array.dtype).newbyteorder("<")
-        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value, coder, checksum)
+        return cls(folder, tuple(array.shape), chunk_shape, dtype, meta.fill_value, coder, checksum, keys.separator)
 
     @property
     def row_shape(self) -> tuple[int, ...]:
@@ -195,7 +197,7 @@ class DirectChunks:
         return -(-self.shape[0] // self.chunk_shape[0])
 
     def path(self, index: int) -> Path:
-        return self.folder / "c" / str(index) / self._suffix if self._suffix else self.folder / "c" / str(index)
+        return self.folder / f"c{self.separator}{index}{self._suffix}"
 
     def raw(self, index: int) -> memoryview:
         """Chunk `index`'s compressed bytes (without their checksum), checked against it."""
@@ -264,10 +266,15 @@ class DirectChunks:
             if self.checksum:
                 encoded += crc32c(encoded)
             path = self.path(begin // length)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if self.separator == "/":  # nested keys: the chunk's folders first (flat keys live in the array's)
+                path.parent.mkdir(parents=True, exist_ok=True)
             fencing.check()
             partial = path.with_name(f".{path.name}.partial")
-            partial.write_bytes(encoded)
+            try:
+                partial.write_bytes(encoded)
+            except FileNotFoundError:  # flat keys, the array's folder gone (its zarr.json with it): as zarr does
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_bytes(encoded)
             partial.replace(path)
             faults.reached("chunk")
 

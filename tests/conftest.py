@@ -413,3 +413,22 @@ def run_until_killed(command: list[str], cwd: Path, env: dict[str, str], log: Pa
                 kill_tree(stopped.pid)
         assert code == -signal.SIGKILL, log.read_text()[-3000:]
     assert_session_ends(stopped.pid)  # its dask workers notice their parent is gone and exit at once
+
+
+def chunk_files(folder: Path) -> list[Path]:
+    """Every chunk file under `folder` (a store's, a video's or an array's): flat keys ("c.3.0.0", what
+    avfix writes) or zarr's nested default ("c/3/0/0", stores written before)."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file() and (path.name.startswith("c.") or "c" in path.relative_to(folder).parts[:-1]):
+            found.append(path)
+    return sorted(found)
+
+
+def chunk_file(array_folder: Path, index: int) -> Path:
+    """The file of chunk `index` (along t) of the array in `array_folder`."""
+    for path in chunk_files(array_folder):
+        key = path.name.split(".") if path.name.startswith("c.") else path.relative_to(array_folder).parts
+        if int(key[1]) == index:
+            return path
+    raise FileNotFoundError(f"{array_folder}: no chunk {index}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import extracted_set
+from conftest import chunk_files, extracted_set
 
 from pipeline.pseudolabel.batches import resize, to_chw_float
 from pipeline.pseudolabel.frozen import frozen_backbone
@@ -39,7 +39,7 @@ def frozen_run(extracted, tmp_path_factory) -> tuple[Path, object]:
 
 
 def chunk_times(path: Path, array: str) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in path.glob(f"videos/*/{array}/c/**/*") if p.is_file()}
+    return {str(p): p.stat().st_mtime_ns for p in chunk_files(path / "videos") if p.parent.name == array}
 
 
 def test_the_heads_learn_on_cached_maps_of_every_frame_and_crop(frozen_run):

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import chunk_file, chunk_files
 
 from pipeline.common.scheduling import SchedulerConfig
 from pipeline.extract.config import ExtractConfig
@@ -113,8 +114,7 @@ def test_a_video_whose_segments_fail_fails_once_and_the_others_complete(extracte
     ws = shutil.copytree(extracted, tmp_path / "ws")
     shutil.copytree(whole / "checkpoints", ws / "checkpoints")
     # Frames 128-143 of the long video's flow: smoothing segments [64, 128) (its ±2 halo) and [128, 130) read it.
-    chunk = ws / f"features.zarr/videos/{LONG}/flow/c/8"
-    shutil.rmtree(chunk)
+    chunk_file(ws / f"features.zarr/videos/{LONG}/flow", 8).unlink()
     summary = run_pseudolabel(ws, replace(TINY, segment_frames=64))
     assert (summary.done, summary.failed) == (4, 1), summary.line()
     assert [failure["video_id"] for failure in summary.failures] == [LONG]
@@ -136,4 +136,4 @@ def test_pass_jobs_of_a_run_that_lost_the_lock_write_no_chunk(extracted, whole, 
     monkeypatch.setattr(pseudolabel_run, "held_fence", stale)
     with pytest.raises(FencedOut, match="no longer holds the lock"):
         run_pseudolabel(ws, replace(TINY, segment_frames=64), scheduler=SchedulerConfig(workers=2, threads=False))
-    assert [p for p in (ws / "pseudo.zarr/videos").rglob("coarse_cam/c/*") if p.is_file()] == []
+    assert [p for p in chunk_files(ws / "pseudo.zarr/videos") if p.parent.name == "coarse_cam"] == []

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from conftest import chunk_files as conftest_chunk_files
 from zarr.codecs import GzipCodec
 
 from stores import codecs, zarr_io
@@ -59,7 +60,7 @@ def make_arrays(store: Path, n: int = 20, flow_step: float = 1 / 32) -> zarr.Gro
 
 
 def chunk_files(store: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("c/*/**/*")) if p.is_file()}
+    return {str(p.relative_to(store)): p.read_bytes() for p in conftest_chunk_files(store)}
 
 
 def test_jpeg_frames_read_as_uint8_through_zarr_and_xarray_close_to_the_originals(tmp_path):

@@ -32,7 +32,26 @@ def test_direct_chunks_equal_zarr_reads_including_the_last_chunk(tmp_path):
             assert got.dtype == expected.dtype and got.shape == expected.shape
             np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(direct.read_rows(3, 9), np.asarray(array[3:9]))
-    assert (tmp_path / "s.zarr/videos/v/maps/c/1/0/0").is_file()
+    assert (tmp_path / "s.zarr/videos/v/maps/c.1.0.0").is_file()  # flat keys: no folder per chunk
+
+
+def test_nested_chunk_keys_of_stores_written_before_are_read_and_written_as_zarr_does(tmp_path):
+    group = zarr.open_group(str(tmp_path / "nested.zarr"), mode="w")
+    array = group.create_array("flow", shape=(10, 2, 3), chunks=(4, 2, 3), dtype="float16",
+                               compressors=zarr_io.codecs(3))  # zarr's default keys: "c/1/0/0"  # fmt: skip
+    values = np.random.default_rng(3).standard_normal((10, 2, 3)).astype(np.float16)
+    array[:] = values
+    direct = DirectChunks.for_array(tmp_path / "nested.zarr", array)
+    assert direct is not None and direct.separator == "/" and direct.checksum
+    np.testing.assert_array_equal(direct.read_rows(0, 10), values)
+    direct.write(4, values[:4][::-1].copy())  # chunk 1 rewritten directly, in its nested folder
+    assert direct.path(1) == tmp_path / "nested.zarr/flow/c/1/0/0" and direct.path(1).is_file()
+    np.testing.assert_array_equal(np.asarray(array[4:8]), values[:4][::-1])
+    flat = zarr_io.create_array(zarr_io.open_root(tmp_path / "flat.zarr", mode="a")["videos"].create_group("v"),
+                                ArraySpec("flow", ("t", "c", "y"), "float16", 4), (10, 2, 3))  # fmt: skip
+    flat[:] = values
+    assert sorted(p.name for p in (tmp_path / "flat.zarr/videos/v/flow").iterdir()) == [
+        "c.0.0.0", "c.1.0.0", "c.2.0.0", "zarr.json"]  # fmt: skip
 
 
 def test_arrays_of_an_earlier_avfix_without_checksums_still_read(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_sta_stores
+from conftest import chunk_file, write_sta_stores
 
 from cli import main
 from stores import features as fstore
@@ -18,9 +18,8 @@ from stores.chunks import ChunkError
 from stores.integrity import verify_store
 
 
-def chunk_file(ws: Path, video_id: str, array: str, index: int) -> Path:
-    folder = ws / "features.zarr" / "videos" / video_id / array / "c" / str(index)
-    return next(p for p in folder.rglob("*") if p.is_file())
+def features_chunk(ws: Path, video_id: str, array: str, index: int) -> Path:
+    return chunk_file(ws / "features.zarr" / "videos" / video_id / array, index)
 
 
 def flip_byte(path: Path) -> None:
@@ -42,7 +41,7 @@ EXPECTED = {"missing": "missing", "flipped byte": "checksum mismatch", "random b
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_damage_is_named_by_readers_and_verify_and_the_video_made_again(tmp_path, damage):
     write_sta_stores(tmp_path, n_videos=2, n_frames=20)
-    DAMAGE[damage](chunk_file(tmp_path, "vid01", "audio", 1))
+    DAMAGE[damage](features_chunk(tmp_path, "vid01", "audio", 1))
     expected = f"{tmp_path / 'features.zarr'}: video vid01, array audio, chunk 1: "
     with pytest.raises(ChunkError) as raised:
         fstore.VideoReader(tmp_path / "features.zarr", "vid01").read("audio", 0, 20)
@@ -64,7 +63,7 @@ def test_verify_command_reports_speed_and_exits_1_on_damage(tmp_path):
     clean = CliRunner().invoke(main, ["verify", "-w", str(tmp_path)])
     assert clean.exit_code == 0, clean.output
     assert clean.output.startswith("verify: 2 store(s), 4 videos,") and "GB/s); 0 damaged" in clean.output
-    chunk_file(tmp_path, "vid00", "frames", 0).unlink()
+    features_chunk(tmp_path, "vid00", "frames", 0).unlink()
     damaged = CliRunner().invoke(main, ["verify", "-w", str(tmp_path), "--no-mark"])
     assert damaged.exit_code == 1
     lines = damaged.output.strip().splitlines()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import numpy as np
 import pytest
+import zarr
 
 from stores import features as fstore
 from stores import predictions as pred_store
@@ -85,3 +88,52 @@ def test_a_worker_finds_a_group_created_since_the_metadata_was_consolidated(tmp_
     assert pred_store.open_video(path, "old").path == "videos/old"
     with pytest.raises(KeyError, match="no group for video 'gone'"):
         zarr_io.open_video_for_rows(path, "gone")
+
+
+@pytest.mark.parametrize("frame_codec", ["jpeg", "lossless"])
+def test_arrays_made_by_writing_their_metadata_are_what_zarr_makes(tmp_path, frame_codec):
+    encodings = fstore.encodings(frame_codec, 93, "420", 1 / 32)
+    ours = zarr.open_group(str(tmp_path / "ours.zarr"), mode="w", zarr_format=3)
+    theirs = zarr.open_group(str(tmp_path / "theirs.zarr"), mode="w", zarr_format=3)
+    checked = 0
+    for schema in schemas():
+        for k, spec in enumerate(schema.arrays):
+            encoding = encodings.get(spec.name) if schema is fstore.SCHEMA else None
+            for length in (1, 7, spec.chunk_t + 3):  # one chunk shorter than its length, one longer
+                shape = (length, *[3] * (len(spec.dims) - 1))  # (t, y, x, 3) frames as JPEG takes them
+                name = f"{schema.kind}-{k}-{length}"
+                assert zarr_io.write_array_metadata(ours.require_group(name), spec, shape, encoding)
+                chunks = (min(spec.chunk_t, length), *shape[1:])
+                theirs.require_group(name).create_array(
+                    spec.name, shape=shape, chunks=chunks, dtype=spec.dtype, fill_value=spec.fill_value,
+                    dimension_names=spec.dims, chunk_key_encoding=zarr_io.CHUNK_KEYS,
+                    **({"filters": encoding.filters, "serializer": encoding.serializer,
+                        "compressors": encoding.compressors} if encoding else {"compressors": zarr_io.codecs(spec.zstd_level)}),
+                )  # fmt: skip
+                path = f"{name}/{spec.name}/zarr.json"
+                assert json.loads((tmp_path / "ours.zarr" / path).read_text()) == json.loads(
+                    (tmp_path / "theirs.zarr" / path).read_text()), path  # fmt: skip
+                checked += 1
+    assert checked == 3 * sum(len(schema.arrays) for schema in schemas())
+
+
+def test_an_array_made_again_loses_its_old_chunks_and_reads_through_zarr(tmp_path):
+    root = zarr_io.open_root(tmp_path / "s.zarr", mode="a")
+    group = root["videos"].create_group("v")
+    spec = zarr_io.ArraySpec("maps", ("t", "y"), "float16", 4, fill_value=0.5)
+    first = zarr_io.create_array(group, spec, (8, 3))
+    first[:] = np.ones((8, 3), dtype=np.float16)
+    again = zarr_io.create_array(group, spec, (5, 3))
+    assert again.shape == (5, 3) and again.chunks == (4, 3)
+    assert sorted(p.name for p in (tmp_path / "s.zarr/videos/v/maps").iterdir()) == ["zarr.json"]
+    again[:] = np.full((5, 3), 2.0, dtype=np.float16)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s.zarr/videos/v/maps"), mode="r")[:],
+                                  np.full((5, 3), 2.0, dtype=np.float16))  # fmt: skip
+
+
+def test_in_a_store_that_is_not_a_folder_arrays_are_made_by_zarr():
+    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=3)
+    spec = zarr_io.ArraySpec("maps", ("t", "y"), "float16", 4)
+    assert not zarr_io.write_array_metadata(group, spec, (6, 2))
+    made = zarr_io.create_array(group, spec, (6, 2))
+    assert made.shape == (6, 2) and made.metadata.chunk_key_encoding.separator == "."

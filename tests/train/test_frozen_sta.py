@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import write_sta_stores
+from conftest import chunk_file, chunk_files, write_sta_stores
 
 from models.backbones import build_backbone
 from models.sta import BackboneLevels
@@ -106,7 +106,7 @@ def test_level_cache_holds_each_frames_levels_and_is_reused_until_its_inputs_cha
     assert set(group.attrs["parts"]) == set(LEVELS) and group.attrs["status"] == "complete"
 
     def chunk_times() -> dict[str, float]:
-        return {str(p): p.stat().st_mtime_ns for p in path.rglob("c/*")}
+        return {str(p): p.stat().st_mtime_ns for p in chunk_files(path)}
 
     before = chunk_times()
     build_level_cache(tmp_path, config, backbone, torch.device("cpu"), videos, Progress(enabled=False))
@@ -163,7 +163,7 @@ def test_frozen_training_keeps_the_backbone_and_its_validation_scores_the_whole_
 def test_a_damaged_level_chunk_is_one_line_and_the_rerun_makes_that_video_again(tmp_path):
     write_sta_stores(tmp_path, n_videos=3, n_frames=20, size=SIZE, val_videos=1)
     assert run_train(tmp_path, frozen_config(epochs=1)).ok
-    chunk = cstore.STA_CACHE.path(tmp_path) / "videos/vid00/stride8/c/1/0/0/0"
+    chunk = chunk_file(cstore.STA_CACHE.path(tmp_path) / "videos/vid00/stride8", 1)
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x40
     chunk.write_bytes(bytes(data))
