@@ -37,7 +37,7 @@ ROLES = (  # thread-name prefix -> role
     ("MainThread", "coordinator"),
 )
 
-_used: dict[str, float] = defaultdict(float)
+USED: dict[str, float] = defaultdict(float)
 _lock = threading.Lock()
 
 
@@ -48,7 +48,7 @@ def _role(name: str) -> str:
     return f"other ({name.rstrip('0123456789_-')})"
 
 
-def _count_thread_cpu() -> None:
+def count_thread_cpu() -> None:
     """Every Python thread started from now on adds its own CPU time to its role when it ends."""
     run = threading.Thread.run
 
@@ -57,12 +57,12 @@ def _count_thread_cpu() -> None:
             run(self)
         finally:
             with _lock:
-                _used[_role(self.name)] += time.thread_time()
+                USED[_role(self.name)] += time.thread_time()
 
     threading.Thread.run = counted  # type: ignore[method-assign]
 
 
-def _count_live_threads() -> None:
+def count_live_threads() -> None:
     """Python threads still running (zarr's event loop and its I/O pool) report what the kernel counted for
     them; they start inside the measured run."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -74,7 +74,7 @@ def _count_live_threads() -> None:
         except OSError:  # ended meanwhile: it reported itself
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        _used[_role(thread.name)] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        USED[_role(thread.name)] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
 
 
 def cpu_seconds() -> float:
@@ -95,7 +95,7 @@ def main() -> None:
     from pipeline.extract.config import ExtractConfig
     from pipeline.extract.run import run_extract
 
-    _count_thread_cpu()
+    count_thread_cpu()
     with tempfile.TemporaryDirectory(prefix="avfix-threads-") as name:
         tmp = Path(name)
         folder = tmp / "in" / "bench"
@@ -106,13 +106,13 @@ def main() -> None:
         main_before, before = time.thread_time(), cpu_seconds()
         summary = run_extract(tmp / "in", tmp / "ws", ExtractConfig(), SchedulerConfig(workers=args.workers))
         total = cpu_seconds() - before
-        _used["coordinator"] += time.thread_time() - main_before
-        _count_live_threads()
+        USED["coordinator"] += time.thread_time() - main_before
+        count_live_threads()
     frames = summary.frames_written
     print(f"{frames} frames, {total / frames * 1e3:.2f} ms CPU/frame in all:")
-    for role, seconds in sorted(_used.items(), key=lambda item: -item[1]):
+    for role, seconds in sorted(USED.items(), key=lambda item: -item[1]):
         print(f"  {role:30s} {seconds / frames * 1e3:5.2f} ms/frame")
-    rest = total - sum(_used.values())
+    rest = total - sum(USED.values())
     print(f"  {'native threads (not Python)':30s} {rest / frames * 1e3:5.2f} ms/frame")
 
 
