@@ -16,7 +16,9 @@ Printed, with the targets of issue #15:
 - CPU ms per frame of `avfix extract` (1 worker) against decode + resize alone (`media.decode_frames`,
   the same file, size and decoder threads): ratio <= 2x; and against the CPU of extract's own decoding
   threads in the same run (immune to the machine's speed drifting between two children);
-- frames/s of 2 workers on 2 cores against 1 worker pinned to 1 core: >= 1.7x (and 1 worker on 2 cores);
+- frames/s of 2 workers on 2 cores against 1 worker pinned to 1 core: >= 1.7x (and 1 worker on 2 cores),
+  as run and once the workers run (their segment rates: `ExtractSummary.segment_seconds`); and the same
+  with 2 worker processes instead of threads (each imports torch before its first segment);
 - stored bytes per frame (frames, flow, audio) against the original layout (one JPEG q95 + one HDF5
   audio window per frame, `benchmarks/stanet_preprocess.py`), and the stored frames' PSNR against the
   lossless decode + resize: bytes <= the original's, PSNR >= 40 dB;
@@ -148,7 +150,7 @@ def child_decode(videos: list[Path], size: int) -> dict:
     return {"frames": n, "wall": time.perf_counter() - began, "cpu": cpu_seconds() - cpu}
 
 
-def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str) -> dict:
+def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str, processes: bool = False) -> dict:
     """The run's CPU, and its decoding threads' own (`decode_cpu`: the read-ahead threads that decode and
     resize, each counted by `extract_threads`), so that extract is also set against decode + resize in
     the same run, at the same moment: this machine's speed drifts by up to 40% within minutes (other
@@ -162,12 +164,13 @@ def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str)
     config = ExtractConfig(frames=FrameStorageConfig(codec=frame_codec))
     extract_threads.count_thread_cpu()
     began, cpu = time.perf_counter(), cpu_seconds()
-    summary = run_extract(source, workspace, config, SchedulerConfig(workers=workers))
+    summary = run_extract(source, workspace, config, SchedulerConfig(workers=workers, threads=not processes))
     if summary.failed:
         raise SystemExit(f"extract failed: {summary.failures}")
     spent = cpu_seconds() - cpu
     return {"frames": summary.frames_written, "wall": time.perf_counter() - began, "cpu": spent,
-            "decode_cpu": extract_threads.USED["decode + resize"], "stage_seconds": summary.seconds}  # fmt: skip
+            "decode_cpu": extract_threads.USED["decode + resize"], "stage_seconds": summary.seconds,
+            "segment_seconds": summary.segment_seconds}  # fmt: skip
 
 
 def child_original(videos: list[Path], out: Path) -> dict:
@@ -271,7 +274,7 @@ def main() -> None:
         if kind == "decode":
             result = child_decode([Path(p) for p in rest[1:]], int(rest[0]))
         elif kind == "extract":
-            result = child_extract(Path(rest[0]), Path(rest[1]), int(rest[2]), rest[3])
+            result = child_extract(Path(rest[0]), Path(rest[1]), int(rest[2]), rest[3], rest[4:] == ["processes"])
         else:
             result = child_original([Path(p) for p in rest[1:]], Path(rest[0]))
         print(json.dumps(result))
@@ -293,6 +296,7 @@ def main() -> None:
             "1 worker, 1 core": (1, one_core),
             "1 worker, 2 cores": (1, None),
             "2 workers, 2 cores": (2, None),
+            "2 worker processes, 2 cores": (2, None),
         }
         rounds: list[dict[str, dict]] = []
         for round_ in range(args.rounds):
@@ -304,12 +308,15 @@ def main() -> None:
             for k, (label, (workers, cores)) in enumerate(runs.items()):
                 workspace = tmp / f"ws{k}"
                 shutil.rmtree(workspace, ignore_errors=True)
-                got[label] = run_child(["extract", str(tmp / "in"), str(workspace), str(workers), args.frame_codec],
-                                       cores, memory=True)  # fmt: skip
+                kind = ["processes"] if "processes" in label else []
+                got[label] = run_child(["extract", str(tmp / "in"), str(workspace), str(workers), args.frame_codec,
+                                        *kind], cores, memory=True)  # fmt: skip
                 r = got[label]
+                # Worker processes' CPU is not this child's: CPU per frame is left out for them.
+                cpu = "" if kind else f", {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame"
                 print(f"extract, {label}: {r['frames']} frames in {r['wall']:.1f} s = {r['frames'] / r['wall']:.0f} "
-                      f"frames/s, {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame, peak PSS {r['pss'] / 2**30:.2f} "
-                      "GB", flush=True)  # fmt: skip
+                      f"frames/s{cpu}, once running {workers * r['frames'] / r['segment_seconds']:.0f} frames/s, "
+                      f"peak PSS {r['pss'] / 2**30:.2f} GB", flush=True)  # fmt: skip
             for label, cores in (("1 core", one_core), ("as it runs", None)):
                 out = tmp / f"original-{label.replace(' ', '_')}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -349,6 +356,12 @@ def main() -> None:
         return [f(got) for got in rounds]
 
     one, pinned, two, decode = "1 worker, 2 cores", "1 worker, 1 core", "2 workers, 2 cores", "decode"
+    procs = "2 worker processes, 2 cores"
+
+    def running(r: dict, workers: int) -> float:
+        """Frames/s of `workers` workers while their segments run (each worker's own rate, summed)."""
+        return workers * r["frames"] / r["segment_seconds"]
+
     as_runs, on_one = "original, as it runs", "original, 1 core"
     ours, total_theirs = sum(per_frame.values()), sum(theirs.values())
     print("\ntargets (issue #15)" + (f", medians of {len(rounds)} rounds [each round]:" if len(rounds) > 1 else ":"))
@@ -363,6 +376,10 @@ def main() -> None:
     print(f"  2 workers on 2 cores vs 1 worker pinned to 1 core: "
           f"{median(over(lambda g: rate(g[two]) / rate(g[pinned])), unit='x')} (target >= 1.7x; "
           f"1 worker on 2 cores: {median(over(lambda g: rate(g[one]) / rate(g[pinned])), unit='x')})")
+    print(f"  2 worker processes instead of threads: {median(over(lambda g: rate(g[procs]) / rate(g[pinned])), unit='x')}"
+          f" with their start-up; once running (segment rate x 2 against the pinned worker's): "
+          f"{median(over(lambda g: running(g[procs], 2) / running(g[pinned], 1)), unit='x')}, threads "
+          f"{median(over(lambda g: running(g[two], 2) / running(g[pinned], 1)), unit='x')}")
     print("  stored bytes/frame: " + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in per_frame.items())
           + f" = {ours / 1024:.1f} KiB; original: JPEG q95 {theirs['frames'] / 1024:.1f} KiB + HDF5 window "
           f"{theirs['audio'] / 1024:.1f} KiB = {total_theirs / 1024:.1f} KiB -> {ours / total_theirs:.2f}x "
@@ -372,7 +389,8 @@ def main() -> None:
           f"{median(over(lambda g: rate(g[one]) / rate(g[as_runs])), unit='x')}; on 1 core "
           f"{median(over(lambda g: rate(g[pinned]) / rate(g[on_one])), unit='x')} (target >= 1x); CPU/frame "
           f"{median(over(lambda g: ms(g[one])))} vs {median(over(lambda g: ms(g[as_runs])))} ms")
-    print(f"  peak PSS: {max(got[k]['pss'] for got in rounds for k in runs) / 2**30:.2f} GB (target < 1.5 GB)")
+    print(f"  peak PSS: {max(got[k]['pss'] for got in rounds for k in runs if k != procs) / 2**30:.2f} GB "
+          f"(target < 1.5 GB; with 2 worker processes {max(got[procs]['pss'] for got in rounds) / 2**30:.2f} GB)")
 
 
 if __name__ == "__main__":

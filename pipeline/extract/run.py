@@ -198,6 +198,9 @@ class _SegmentAudio:
 @dataclass(kw_only=True)
 class ExtractSummary(VideoCounts):
     frames_written: int = 0
+    # Seconds the workers spent in segment tasks, summed over workers: frames_written / segment_seconds
+    # is one worker's rate once it runs, without start-up (worker processes importing torch) or tail.
+    segment_seconds: float = 0.0
 
     def line(self) -> str:
         rate = self.frames_written / self.seconds if self.seconds > 0 else 0.0
@@ -457,6 +460,7 @@ def _on_segment(root, result: SegmentOutcome, jobs, summary, failures, fail, pro
     if job.error is not None:
         return
     summary.frames_written += result.n_frames
+    summary.segment_seconds += result.seconds
     progress.advance_frames(result.n_frames)
     job.done_segments.append(result.start)
     # [start, stop] pairs: let an interrupted video resume
