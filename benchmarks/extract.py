@@ -150,11 +150,13 @@ def child_decode(videos: list[Path], size: int) -> dict:
     return {"frames": n, "wall": time.perf_counter() - began, "cpu": cpu_seconds() - cpu}
 
 
-def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str, processes: bool = False) -> dict:
+def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str, processes: bool = False,
+                  decode_first: bool = False) -> dict:  # fmt: skip
     """The run's CPU, and its decoding threads' own (`decode_cpu`: the read-ahead threads that decode and
     resize, each counted by `extract_threads`), so that extract is also set against decode + resize in
     the same run, at the same moment: this machine's speed drifts by up to 40% within minutes (other
-    virtual machines on its host), which moves two children measured a minute apart."""
+    virtual machines on its host), which moves two children measured a minute apart. `decode_first`:
+    decode + resize alone is measured in this child just before (`decode_before`), seconds from the run."""
     import extract_threads
 
     from pipeline.common.scheduling import SchedulerConfig
@@ -162,6 +164,7 @@ def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str,
     from pipeline.extract.run import run_extract
 
     config = ExtractConfig(frames=FrameStorageConfig(codec=frame_codec))
+    before = child_decode(sorted(p for p in source.rglob("*") if p.is_file()), config.size) if decode_first else None
     extract_threads.count_thread_cpu()
     began, cpu = time.perf_counter(), cpu_seconds()
     summary = run_extract(source, workspace, config, SchedulerConfig(workers=workers, threads=not processes))
@@ -170,7 +173,7 @@ def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str,
     spent = cpu_seconds() - cpu
     return {"frames": summary.frames_written, "wall": time.perf_counter() - began, "cpu": spent,
             "decode_cpu": extract_threads.USED["decode + resize"], "stage_seconds": summary.seconds,
-            "segment_seconds": summary.segment_seconds}  # fmt: skip
+            "segment_seconds": summary.segment_seconds, "decode_before": before}  # fmt: skip
 
 
 def child_original(videos: list[Path], out: Path) -> dict:
@@ -181,6 +184,11 @@ def child_original(videos: list[Path], out: Path) -> dict:
     began, cpu = time.perf_counter(), cpu_seconds()
     n = sum(stanet_preprocess.preprocess(video, out / video.stem) for video in videos)
     return {"frames": n, "wall": time.perf_counter() - began, "cpu": cpu_seconds() - cpu}
+
+
+def ms(r: dict) -> float:
+    """CPU milliseconds per frame of a child's measurement."""
+    return r["cpu"] / r["frames"] * 1e3
 
 
 def run_child(args: list[str], cores: set[int] | None = None, memory: bool = False) -> dict:
@@ -274,7 +282,8 @@ def main() -> None:
         if kind == "decode":
             result = child_decode([Path(p) for p in rest[1:]], int(rest[0]))
         elif kind == "extract":
-            result = child_extract(Path(rest[0]), Path(rest[1]), int(rest[2]), rest[3], rest[4:] == ["processes"])
+            result = child_extract(Path(rest[0]), Path(rest[1]), int(rest[2]), rest[3], "processes" in rest[4:],
+                                   "decode-first" in rest[4:])  # fmt: skip
         else:
             result = child_original([Path(p) for p in rest[1:]], Path(rest[0]))
         print(json.dumps(result))
@@ -308,12 +317,14 @@ def main() -> None:
             for k, (label, (workers, cores)) in enumerate(runs.items()):
                 workspace = tmp / f"ws{k}"
                 shutil.rmtree(workspace, ignore_errors=True)
-                kind = ["processes"] if "processes" in label else []
+                kind = ["processes"] if "processes" in label else ["decode-first"] if workers == 1 else []
                 got[label] = run_child(["extract", str(tmp / "in"), str(workspace), str(workers), args.frame_codec,
                                         *kind], cores, memory=True)  # fmt: skip
                 r = got[label]
                 # Worker processes' CPU is not this child's: CPU per frame is left out for them.
-                cpu = "" if kind else f", {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame"
+                cpu = "" if "processes" in kind else f", {r['cpu'] / r['frames'] * 1e3:.2f} ms CPU/frame"
+                if r["decode_before"]:
+                    cpu += f" (decode + resize alone just before: {ms(r['decode_before']):.2f})"
                 print(f"extract, {label}: {r['frames']} frames in {r['wall']:.1f} s = {r['frames'] / r['wall']:.0f} "
                       f"frames/s{cpu}, once running {workers * r['frames'] / r['segment_seconds']:.0f} frames/s, "
                       f"peak PSS {r['pss'] / 2**30:.2f} GB", flush=True)  # fmt: skip
@@ -341,9 +352,6 @@ def main() -> None:
         their_psnr = original_psnr(out / videos[0].stem, videos[0])
         print(f"load average after: {os.getloadavg()[0]:.2f}")
 
-    def ms(r: dict) -> float:
-        return r["cpu"] / r["frames"] * 1e3
-
     def rate(r: dict) -> float:
         return r["frames"] / r["wall"]
 
@@ -369,6 +377,9 @@ def main() -> None:
           f"{median(over(lambda g: ms(g[decode])))} ms = "
           f"{median(over(lambda g: ms(g[one]) / ms(g[decode])), unit='x')} "
           f"(target <= 2x; 1 core: {median(over(lambda g: ms(g[pinned]) / ms(g[decode])), unit='x')})")
+    print(f"  the same against decode + resize alone measured in the same child just before: "
+          f"{median(over(lambda g: ms(g[one]) / ms(g[one]['decode_before'])), unit='x')} (1 core: "
+          f"{median(over(lambda g: ms(g[pinned]) / ms(g[pinned]['decode_before'])), unit='x')})")
     print(f"  the same against its own decode + resize threads, in the same run: "
           f"{median(over(lambda g: g[one]['cpu'] / g[one]['decode_cpu']), unit='x')} "
           f"(1 core: {median(over(lambda g: g[pinned]['cpu'] / g[pinned]['decode_cpu']), unit='x')}; decoding "
