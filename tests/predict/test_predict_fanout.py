@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_sta_stores, write_video
+from conftest import chunk_files, write_sta_stores, write_video
 
 from pipeline.common.scheduling import SchedulerConfig
 from pipeline.predict.config import PredictConfig
@@ -127,3 +127,20 @@ def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(trained, clip
     assert summary.ok, summary.line()
     assert (summary.done, summary.frames) == (3, 48)
     assert differences(ws / "predictions.zarr", one_process) == []
+
+
+def test_segments_of_a_run_that_lost_the_lock_write_no_map(trained, clips, tmp_path, monkeypatch):
+    from pipeline.predict import run as predict_run
+    from stores.fencing import Fence, FencedOut
+    from stores.lock import lock_path
+
+    ws = workspace_with(trained, tmp_path)
+    # As if this run's coordinator had been killed and another run had taken predictions.zarr's lock since:
+    # the segments carry a token the lock file no longer holds, and check it before each chunk.
+    stale = lambda store: Fence(str(lock_path(store).resolve()), "a-run-killed-before")  # noqa: E731
+    monkeypatch.setattr(predict_run, "held_fence", stale)
+    with pytest.raises(FencedOut, match="no longer holds the lock"):
+        run_predict(clips, ws, CONFIG, SchedulerConfig(workers=2, threads=False))
+    written = chunk_files(ws / "predictions.zarr/videos")
+    assert [p for p in written if p.parent.name in ("saliency", "has_saliency")] == []
+    assert {p.parent.parent.name for p in written if p.parent.name == "t"}  # the coordinator's own writes went on
