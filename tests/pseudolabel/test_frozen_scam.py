@@ -96,3 +96,55 @@ def test_two_dask_worker_processes_make_the_cache_and_maps_one_process_makes(ext
     places = VOLATILE_ATTRS | {"features_store", "config"}
     for store in (cstore.SCAM_CACHE.file_name, "pseudo.zarr"):  # the backbone ran in the workers, bit for bit
         assert store_differences(ws / store, single / store, ignore=places) == [], store
+
+
+def test_dask_workers_killed_in_both_cache_fills_lose_nothing(extracted, frozen_run, tmp_path):
+    """A worker SIGKILLed just after writing a chunk of the frozen backbone's cache (its job's rows are
+    on disk, unrecorded): dask runs the job again elsewhere and the cache and maps come out as one
+    process makes them. Once in the frames' fill (the run's first jobs), once in the crops' fill."""
+    import os
+    import threading
+
+    from conftest import video_attrs, wait_until
+    from distributed import Client, LocalCluster
+
+    from pipeline.common.scheduling import SchedulerConfig
+    from stores import faults
+    from stores.compare import VOLATILE_ATTRS, store_differences
+
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           memory_limit=0)  # fmt: skip
+    client = Client(cluster)
+    armed: list[int] = []
+    problems: list[BaseException] = []
+
+    def arm(workers: dict[str, int]) -> None:  # each dies at its next chunk write; the nanny starts another
+        client.run(faults.arm, "KILL:chunk:1", workers=list(workers))
+        armed.extend(workers.values())
+
+    def arm_every_worker_for_the_crops() -> None:
+        try:  # the coarse maps are written last before the crops' fill: the next jobs out are its
+            wait_until(lambda: sum(bool(a.get("coarse_fingerprint")) for a in video_attrs(ws / "pseudo.zarr").values())
+                       == 6, "the coarse pass", timeout=180)  # fmt: skip
+            arm(client.run(os.getpid))
+        except BaseException as exc:  # noqa: BLE001 - seen by the test below
+            problems.append(exc)
+
+    try:
+        arm(dict(sorted(client.run(os.getpid).items())[:1]))
+        killer = threading.Thread(target=arm_every_worker_for_the_crops, daemon=True)
+        killer.start()
+        summary = run_pseudolabel(ws, FROZEN, scheduler=SchedulerConfig(address=cluster.scheduler_address))
+        killer.join(timeout=60)
+        survivors = set(client.run(os.getpid).values())
+    finally:
+        client.close()
+        cluster.close()
+    assert not problems, problems
+    assert len(armed) == 3 and not survivors & set(armed), (armed, survivors)  # every armed worker died
+    assert summary.ok and (summary.done, summary.failed, summary.skipped) == (6, 0, 0), summary.line()
+    single = frozen_run[0]
+    places = VOLATILE_ATTRS | {"features_store", "config"}
+    for store in (cstore.SCAM_CACHE.file_name, "pseudo.zarr"):
+        assert store_differences(ws / store, single / store, ignore=places) == [], store
