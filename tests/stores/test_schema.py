@@ -137,3 +137,27 @@ def test_in_a_store_that_is_not_a_folder_arrays_are_made_by_zarr():
     assert not zarr_io.write_array_metadata(group, spec, (6, 2))
     made = zarr_io.create_array(group, spec, (6, 2))
     assert made.shape == (6, 2) and made.metadata.chunk_key_encoding.separator == "."
+
+
+def test_a_video_group_is_what_zarr_makes_and_a_remade_one_starts_empty(tmp_path):
+    attrs = {"label": "dog", "n_frames": 3, "settings": {"size": [356, 356]}, "fps": 29.97}
+    root = zarr_io.open_root(tmp_path / "ours.zarr", mode="a")
+    group = zarr_io.new_video_group(root, "v", attrs)
+    theirs = zarr.open_group(str(tmp_path / "theirs.zarr"), mode="w", zarr_format=3).create_group("v")
+    theirs.update_attributes({**attrs, "status": zarr_io.STATUS_IN_PROGRESS})
+    ours_json = json.loads((tmp_path / "ours.zarr/videos/v/zarr.json").read_text())
+    assert ours_json == json.loads((tmp_path / "theirs.zarr/v/zarr.json").read_text())
+    assert dict(group.attrs) == {**attrs, "status": "in_progress"}
+    zarr_io.create_array(group, zarr_io.ArraySpec("maps", ("t",), "float16", 4), (8,))[:] = np.ones(8, np.float16)
+    zarr_io.consolidate(tmp_path / "ours.zarr")  # the root's metadata now lists every node
+    again = zarr_io.new_video_group(zarr_io.open_root(tmp_path / "ours.zarr", mode="r+"), "v", {"label": "cat"})
+    assert dict(again.attrs) == {"label": "cat", "status": "in_progress"} and list(again.array_keys()) == []
+    assert sorted(p.name for p in (tmp_path / "ours.zarr/videos/v").iterdir()) == ["zarr.json"]
+
+
+def test_in_a_store_that_is_not_a_folder_video_groups_are_made_by_zarr():
+    root = zarr.open_group(zarr.storage.MemoryStore(), mode="w", zarr_format=3)
+    root.create_group(zarr_io.VIDEOS)
+    zarr_io.new_video_group(root, "v", {"label": "dog"})
+    group = zarr_io.new_video_group(root, "v", {"label": "cat"})
+    assert dict(group.attrs) == {"label": "cat", "status": "in_progress"}
