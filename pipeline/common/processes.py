@@ -86,7 +86,11 @@ class Distributed:
         offset = 0
         for p in parameters:
             n = p.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
+            mean = flat[offset : offset + n].view_as(p)
+            if p.grad is not None:
+                p.grad.copy_(mean)  # in place: no new tensor per parameter and step
+            else:
+                p.grad = mean.clone()  # its own storage, not a view of this step's buffer
             offset += n
 
     def broadcast_buffers(self, module: torch.nn.Module) -> None:

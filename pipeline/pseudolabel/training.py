@@ -221,16 +221,23 @@ def _forward(trainer: ClassifierTrainer, size: int, event_of: dict[str, np.ndarr
     """The batch → (logits, labels) function of one classifier, with its items' event probabilities and
     boxes looked up once."""
 
-    def per_item(items: list[FrameItem]) -> tuple[Tensor, Tensor | None]:
+    def per_item(items: list[FrameItem]) -> ItemLookups:
         events = torch.tensor([float(event_of[i.video_id][i.t]) for i in items] or [0.0])
         item_boxes = None
         if boxes is not None and items:
             item_boxes = torch.from_numpy(np.stack([boxes[i.video_id][0][i.t] for i in items])).long()
-        return events, item_boxes
+        return ItemLookups(events, item_boxes)
 
-    (train_events, train_boxes), (val_events, val_boxes) = per_item(train_items), per_item(val_items)
-    return ClassifierForward(branch, size, trainer.cache is not None, {True: train_events, False: val_events},
-                             {True: train_boxes, False: val_boxes})  # fmt: skip
+    return ClassifierForward(branch, size, trainer.cache is not None, per_item(train_items), per_item(val_items))
+
+
+@dataclass
+class ItemLookups:
+    """Per item of one split (by the batch's item index): its frame's event probability and, for the
+    fine stage, its selection box."""
+
+    events: Tensor
+    boxes: Tensor | None
 
 
 @dataclass
@@ -242,19 +249,19 @@ class ClassifierForward:
     branch: Branch
     size: int
     frozen: bool  # cached backbone maps (of the crops, for the fine stage); not augmented
-    events: dict[bool, Tensor]  # by training? : per item
-    boxes: dict[bool, Tensor | None]
+    train_items: ItemLookups
+    val_items: ItemLookups
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor], train: bool) -> tuple[Tensor, Tensor]:
         index = batch["index"].cpu()
         device = batch["frames"].device
-        event_prob = self.events[train][index].to(device) if self.branch == Branch.SA else None
+        lookups = self.train_items if train else self.val_items
+        event_prob = lookups.events[index].to(device) if self.branch == Branch.SA else None
         if self.frozen:
             embedding = batch["audio"] if self.branch == Branch.SA else None
             maps = batch["frames"].float()
             return model.forward_maps(maps, event_prob=event_prob, audio_embedding=embedding).logits, batch["label"]
-        item_boxes = self.boxes[train]
-        crop = item_boxes[index].to(device) if item_boxes is not None else None
+        crop = lookups.boxes[index].to(device) if lookups.boxes is not None else None
         return classifier_logits(model, batch, self.size, crop, event_prob, train), batch["label"]
 
 
