@@ -270,11 +270,7 @@ class DirectChunks:
                 path.parent.mkdir(parents=True, exist_ok=True)
             fencing.check()
             partial = path.with_name(f".{path.name}.partial")
-            try:
-                partial.write_bytes(encoded)
-            except FileNotFoundError:  # flat keys, the array's folder gone (its zarr.json with it): as zarr does
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_bytes(encoded)
+            partial.write_bytes(encoded)  # flat keys: into the array's own folder, which holds its zarr.json
             partial.replace(path)
             faults.reached("chunk")
 
