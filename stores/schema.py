@@ -139,11 +139,8 @@ class StoreSchema(Generic[S, V]):
         if missing:
             raise ValueError(f"no shape for array(s) {', '.join(missing)} of a {self.kind} video")
         group = zarr_io.new_video_group(root, video_id, to_attrs(dataclasses.replace(attrs, status=STATUS_IN_PROGRESS)))
-        for spec in self.arrays:
-            encoding = (encodings or {}).get(spec.name)
-            # Not opened here (a local store's zarr.json is written directly): nobody needs them yet.
-            if not zarr_io.write_array_metadata(group, spec, shapes[spec.name], encoding):
-                zarr_io.create_array(group, spec, shapes[spec.name], encoding)
+        for spec in self.arrays:  # not opened: nobody needs them yet
+            zarr_io.make_array(group, spec, shapes[spec.name], (encodings or {}).get(spec.name))
         return group
 
     def replace_array(self, group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:

@@ -170,10 +170,16 @@ def new_video_group(root: zarr.Group, video_id: str, attrs: dict[str, Any]) -> z
 
 
 def _group_json(attrs: dict[str, Any]) -> str:
-    from zarr.core.buffer import default_buffer_prototype
     from zarr.core.group import GroupMetadata
 
-    return GroupMetadata(attributes=attrs).to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes().decode()
+    return _zarr_json(GroupMetadata(attributes=attrs))
+
+
+def _zarr_json(metadata: Any) -> str:
+    """The zarr.json text zarr-python writes for a node's `metadata`."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    return metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes().decode()
 
 
 def _write_node(folder: Path, document: str) -> None:
@@ -193,11 +199,17 @@ CHUNK_KEYS = {"name": "default", "separator": "."}
 
 def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...],
                  encoding: Encoding | None = None) -> zarr.Array:  # fmt: skip
-    """(Re)create array `spec` of `group` at `shape`, empty; its chunks are written afterwards."""
+    """(Re)create array `spec` of `group` at `shape`, empty (its chunks are written afterwards), and open it."""
+    make_array(group, spec, shape, encoding)
+    return group[spec.name]  # type: ignore[return-value]
+
+
+def make_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...], encoding: Encoding | None = None) -> None:
+    """`create_array` without opening the array: its zarr.json written directly in a local store, made
+    by zarr-python in any other."""
     if not write_array_metadata(group, spec, shape, encoding):
         chunks, kwargs = _array_arguments(spec, shape, encoding)
-        return group.create_array(spec.name, shape=shape, chunks=chunks, overwrite=True, **kwargs)
-    return group[spec.name]  # type: ignore[return-value]
+        group.create_array(spec.name, shape=shape, chunks=chunks, overwrite=True, **kwargs)
 
 
 def write_array_metadata(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...],
@@ -240,13 +252,11 @@ def _metadata_template(spec: ArraySpec, row_shape: tuple[int, ...], encoding: En
     """The zarr.json zarr-python writes for array `spec` with rows of `row_shape` (its length aside)."""
     key = repr((spec, row_shape, encoding))
     if key not in _TEMPLATES:
-        from zarr.core.buffer import default_buffer_prototype
         from zarr.storage import MemoryStore
 
         shape = (1, *row_shape)
         chunks, kwargs = _array_arguments(spec, shape, encoding)
-        made = zarr.create_array(MemoryStore(), shape=shape, chunks=chunks, **kwargs)
-        _TEMPLATES[key] = made.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes().decode()
+        _TEMPLATES[key] = _zarr_json(zarr.create_array(MemoryStore(), shape=shape, chunks=chunks, **kwargs).metadata)
     return _TEMPLATES[key]
 
 

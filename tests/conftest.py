@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -432,3 +433,60 @@ def chunk_file(array_folder: Path, index: int) -> Path:
         if int(key[1]) == index:
             return path
     raise FileNotFoundError(f"{array_folder}: no chunk {index}")
+
+
+class ArmedWorkers:
+    """A local cluster of dask worker processes that a test arms to SIGKILL themselves at a given write
+    (`stores.faults` plans such as "KILL:chunk:3", counted from the arming on); the nanny starts a fresh,
+    unarmed worker in each dead one's place. Use as a context manager; `address` is for the run."""
+
+    def __init__(self, n_workers: int = 2) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, memory_limit=0)  # fmt: skip
+        self.client = Client(self.cluster)
+        self.problems: list[BaseException] = []  # raised in the arming threads
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def address(self) -> str:
+        return self.cluster.scheduler_address
+
+    def arm(self, plan: str, first_only: bool = False) -> list[int]:
+        """Give every live worker (or the first, by address) `plan`; returns their pids."""
+        from stores import faults
+
+        pids = dict(sorted(self.client.run(os.getpid).items()))
+        if first_only:
+            pids = dict(list(pids.items())[:1])
+        self.client.run(faults.arm, plan, workers=list(pids))
+        return list(pids.values())
+
+    def arm_all_once(self, condition: Callable[[], bool], what: str, plan: str, into: list[int],
+                     timeout: float = 120.0) -> None:  # fmt: skip
+        """In a thread: once `condition()` holds, arm every live worker with `plan`, their pids into `into`."""
+
+        def wait_then_arm() -> None:
+            try:
+                wait_until(condition, what, timeout=timeout)
+                into.extend(self.arm(plan))
+            except BaseException as exc:  # noqa: BLE001 - the test asserts `problems` is empty
+                self.problems.append(exc)
+
+        thread = threading.Thread(target=wait_then_arm, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def survivors(self) -> set[int]:
+        """The pids of the workers alive now (the arming threads joined first)."""
+        for thread in self._threads:
+            thread.join(timeout=60)
+        return set(self.client.run(os.getpid).values())
+
+    def __enter__(self) -> "ArmedWorkers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.cluster.close()

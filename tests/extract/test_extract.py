@@ -472,3 +472,16 @@ def test_quick_opens_find_what_full_opens_find(monkeypatch, video_factory, name,
         full_audio = media.decode_audio_mono(full, 0.0, 5.0)
         np.testing.assert_array_equal(quick_audio[0], full_audio[0])
         assert quick_audio[1:] == full_audio[1:]
+
+
+def test_the_summary_counts_the_seconds_its_workers_spent_in_segments(tmp_path, video_factory):
+    src = layout(tmp_path, {"cat": [video_factory("a.mp4", n_frames=40, fps=10, size=(32, 32)),
+                                    video_factory("b.mp4", n_frames=20, fps=10, size=(32, 32))]})  # fmt: skip
+    config = ExtractConfig(size=32, segment_frames=16)  # 3 + 2 segments
+    first = run_extract(src, tmp_path / "ws", config, LOCAL)
+    assert first.ok and first.frames_written == 60
+    # One worker: its segments ran one after another inside the stage's own wall time.
+    assert 0 < first.segment_seconds < first.seconds
+    assert first.to_dict()["segment_seconds"] == first.segment_seconds  # in `--json` output too
+    again = run_extract(src, tmp_path / "ws", config, LOCAL)
+    assert (again.skipped, again.frames_written, again.segment_seconds) == (2, 0, 0.0)

@@ -102,45 +102,23 @@ def test_dask_workers_killed_in_both_cache_fills_lose_nothing(extracted, frozen_
     """A worker SIGKILLed just after writing a chunk of the frozen backbone's cache (its job's rows are
     on disk, unrecorded): dask runs the job again elsewhere and the cache and maps come out as one
     process makes them. Once in the frames' fill (the run's first jobs), once in the crops' fill."""
-    import os
-    import threading
-
-    from conftest import video_attrs, wait_until
-    from distributed import Client, LocalCluster
+    from conftest import ArmedWorkers, video_attrs
 
     from pipeline.common.scheduling import SchedulerConfig
-    from stores import faults
     from stores.compare import VOLATILE_ATTRS, store_differences
 
     ws = shutil.copytree(extracted, tmp_path / "ws")
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           memory_limit=0)  # fmt: skip
-    client = Client(cluster)
     armed: list[int] = []
-    problems: list[BaseException] = []
 
-    def arm(workers: dict[str, int]) -> None:  # each dies at its next chunk write; the nanny starts another
-        client.run(faults.arm, "KILL:chunk:1", workers=list(workers))
-        armed.extend(workers.values())
+    def coarse_pass_done() -> bool:  # the coarse maps are written last before the crops' fill
+        return sum(bool(a.get("coarse_fingerprint")) for a in video_attrs(ws / "pseudo.zarr").values()) == 6
 
-    def arm_every_worker_for_the_crops() -> None:
-        try:  # the coarse maps are written last before the crops' fill: the next jobs out are its
-            wait_until(lambda: sum(bool(a.get("coarse_fingerprint")) for a in video_attrs(ws / "pseudo.zarr").values())
-                       == 6, "the coarse pass", timeout=180)  # fmt: skip
-            arm(client.run(os.getpid))
-        except BaseException as exc:  # noqa: BLE001 - seen by the test below
-            problems.append(exc)
-
-    try:
-        arm(dict(sorted(client.run(os.getpid).items())[:1]))
-        killer = threading.Thread(target=arm_every_worker_for_the_crops, daemon=True)
-        killer.start()
-        summary = run_pseudolabel(ws, FROZEN, scheduler=SchedulerConfig(address=cluster.scheduler_address))
-        killer.join(timeout=60)
-        survivors = set(client.run(os.getpid).values())
-    finally:
-        client.close()
-        cluster.close()
+    with ArmedWorkers() as workers:  # each armed worker dies at its next chunk write
+        armed += workers.arm("KILL:chunk:1", first_only=True)  # the frames' fill: the run's first jobs
+        workers.arm_all_once(coarse_pass_done, "the coarse pass", "KILL:chunk:1", armed, timeout=180)
+        summary = run_pseudolabel(ws, FROZEN, scheduler=SchedulerConfig(address=workers.address))
+        survivors = workers.survivors()
+    problems = workers.problems
     assert not problems, problems
     assert len(armed) == 3 and not survivors & set(armed), (armed, survivors)  # every armed worker died
     assert summary.ok and (summary.done, summary.failed, summary.skipped) == (6, 0, 0), summary.line()

@@ -9,12 +9,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from conftest import (
-    all_gone, assert_lock_free, complete_videos, extracted_set, incomplete_differences, kill_tree, run_until_killed,
+    ArmedWorkers, all_gone, assert_lock_free, complete_videos, extracted_set, incomplete_differences, kill_tree, run_until_killed,
     video_attrs, wait_until,
 )  # fmt: skip
 from test_pseudolabel_fanout import PLACES, SETTINGS
@@ -66,44 +65,22 @@ def assert_equal_to_one_process(ws: Path, reference: Path) -> None:
 
 def test_dask_workers_killed_mid_job_in_both_passes_lose_nothing_and_double_nothing(extracted, one_process,
                                                                                       tmp_path):  # fmt: skip
-    from distributed import Client, LocalCluster
-
     reference, expected = one_process
     ws = shutil.copytree(extracted, tmp_path / "ws")
     store = ws / "pseudo.zarr"
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           memory_limit=0)  # fmt: skip
-    client = Client(cluster)
     armed: dict[str, list[int]] = {"coarse": [], "final": []}  # pids of the workers set to die, by pass
-    problems: list[BaseException] = []
-
-    def arm(workers: dict[str, int], into: list[int]) -> None:
-        # Each armed worker SIGKILLs itself at its MID_JOB_CHUNK-th chunk write from now on; the nanny
-        # starts a fresh worker in its place, without the plan.
-        client.run(faults.arm, f"KILL:chunk:{MID_JOB_CHUNK}", workers=list(workers))
-        into += workers.values()
-
-    def arm_every_worker_once_the_coarse_pass_is_done() -> None:
-        try:
-            wait_until(lambda: len(coarse_done(store)) == N_VIDEOS, "the coarse pass", timeout=120)
-            # The coordinator trains the fine classifiers now: every live worker dies in its first fine job.
-            arm(client.run(os.getpid), armed["final"])
-        except BaseException as exc:  # seen by the test's thread below
-            problems.append(exc)
-
-    try:
+    # Each armed worker SIGKILLs itself at its MID_JOB_CHUNK-th chunk write from then on.
+    plan = f"KILL:chunk:{MID_JOB_CHUNK}"
+    with ArmedWorkers() as workers:
         # Both idle workers get a coarse job at once: the armed one dies inside it.
-        first = dict(sorted(client.run(os.getpid).items())[:1])
-        arm(first, armed["coarse"])
-        killer = threading.Thread(target=arm_every_worker_once_the_coarse_pass_is_done, daemon=True)
-        killer.start()
+        armed["coarse"] += workers.arm(plan, first_only=True)
+        # Once the coarse pass is done the coordinator trains the fine classifiers: every live worker then
+        # dies in its first fine job.
+        workers.arm_all_once(lambda: len(coarse_done(store)) == N_VIDEOS, "the coarse pass", plan, armed["final"])
         summary = run_pseudolabel(ws, load_config(ws).config.pseudolabel,
-                                  scheduler=SchedulerConfig(address=cluster.scheduler_address))  # fmt: skip
-        killer.join(timeout=60)
-        survivors = set(client.run(os.getpid).values())
-    finally:
-        client.close()
-        cluster.close()
+                                  scheduler=SchedulerConfig(address=workers.address))  # fmt: skip
+        survivors = workers.survivors()
+    problems = workers.problems
     assert not problems, problems
     assert armed["coarse"] and armed["final"]
     # Every armed worker did die (in a job: it had written some but not all of that job's chunks).
