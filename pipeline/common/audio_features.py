@@ -1,9 +1,8 @@
 """Per-frame audio windows as in SPEC §1.3: 16 kHz mono, 0.5 s, 257×48 log spectrogram, z-scored.
 
 The spectrogram equals `scipy.signal.spectrogram(x, fs=16000, nperseg=512, noverlap=353)` (Tukey 0.25
-window, per-segment mean removal, one-sided PSD density), computed batched with torchaudio. torchaudio
-has no per-segment detrend, but removing a segment's mean before windowing only subtracts
-`mean · FFT(window)` from that segment's spectrum, which is what `_detrended_stft` does.
+window, per-segment mean removal, one-sided PSD density), computed batched with torch: every window's
+segments are a strided view of it, detrended and windowed in one pass, then one batched real FFT.
 """
 
 from __future__ import annotations
@@ -36,30 +35,25 @@ def tukey_window(length: int, alpha: float = 0.25, periodic: bool = True) -> tor
     return window[:length]
 
 
-@lru_cache(maxsize=1)
-def _tukey() -> torch.Tensor:
-    return tukey_window(N_FFT, 0.25)
-
-
-def _tukey_window_fn(length: int, **_: object) -> torch.Tensor:
-    return _tukey()[:length]
-
-
 @lru_cache(maxsize=8)
-def _stft(device: torch.device, dtype: torch.dtype) -> torchaudio.transforms.Spectrogram:
-    # One transform per device and precision: `.to` converts a module in place, so one shared transform
-    # used in float32 first would keep a float32-rounded window when later asked for float64.
-    return torchaudio.transforms.Spectrogram(
-        n_fft=N_FFT, hop_length=HOP, window_fn=_tukey_window_fn, power=None, center=False, normalized=False
-    ).to(device, dtype)
+def _window_and_scale(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Tukey window, and per frequency bin the factor from |FFT|² to a one-sided PSD density."""
+    window = tukey_window(N_FFT, 0.25)
+    scale = torch.full((N_FFT // 2 + 1,), 1.0 / (SAMPLE_RATE * float(window.square().sum())), dtype=torch.float64)
+    scale[1:-1] *= 2.0  # one-sided: fold negative frequencies (not DC, not Nyquist for even N)
+    return window.to(device, dtype), scale.to(device, dtype)
 
 
-def _detrended_stft(windows: torch.Tensor) -> torch.Tensor:
-    """Complex STFT (B, 257, T) of each window with every 512-sample segment's mean removed."""
-    spec = _stft(windows.device, windows.dtype)(windows)
-    seg_means = torch.nn.functional.avg_pool1d(windows.unsqueeze(1), N_FFT, HOP).squeeze(1)  # (B, T)
-    window_fft = torch.fft.rfft(_tukey().to(windows.device, windows.dtype))  # (257,)
-    return spec - window_fft[None, :, None] * seg_means[:, None, :]
+def _psd_segments(windows: torch.Tensor) -> torch.Tensor:
+    """(B, T, 257) one-sided PSD of each window's T segments, each with its own mean removed."""
+    window, scale = _window_and_scale(windows.device, windows.dtype)
+    segments = windows.unfold(1, N_FFT, HOP)  # (B, T, 512), a view
+    spec = torch.fft.rfft((segments - segments.mean(dim=-1, keepdim=True)) * window)
+    # |spec|² as re² + im²: `abs().square()` takes a square root, `view_as_real(...).square().sum(-1)`
+    # reduces over a length-2 axis; either costs several times this.
+    psd = spec.real * spec.real
+    psd.addcmul_(spec.imag, spec.imag)
+    return psd.mul_(scale)
 
 
 def psd_spectrogram(windows: torch.Tensor) -> torch.Tensor:
@@ -69,22 +63,23 @@ def psd_spectrogram(windows: torch.Tensor) -> torch.Tensor:
     twice as fast and still far finer than the float16 its features are stored in.
     """
     dtype = windows.dtype if windows.dtype in (torch.float32, torch.float64) else torch.float32
-    spec = _detrended_stft(windows.to(dtype))
-    window = _tukey().to(spec.device, dtype)
-    psd = (spec.real.square() + spec.imag.square()) / (SAMPLE_RATE * window.square().sum())  # |spec|², no sqrt
-    psd[:, 1:-1, :] *= 2.0  # one-sided: fold negative frequencies (not DC, not Nyquist for even N)
-    return psd
+    return _psd_segments(windows.to(dtype)).transpose(1, 2)
 
 
 def log_spectrogram_windows(windows: torch.Tensor) -> torch.Tensor:
-    """(B, n_samples) waveforms → (B, 257, T) float32 log spectrograms, each z-scored on its own."""
-    clipped = windows.clamp(-1.0, 1.0)
-    # The log and the z-scoring stay in float64 whatever the input: a near-silent window's log spectrum
-    # varies by ~1e-5 around log(LOG_EPS), below float32's resolution there, and z-scoring blows that up.
-    log_spec = torch.log(psd_spectrogram(clipped).to(torch.float64) + LOG_EPS)
-    centred = log_spec - log_spec.mean(dim=(1, 2), keepdim=True)
-    std = centred.square().mean(dim=(1, 2), keepdim=True).sqrt()  # numpy's two-pass std, as the original
-    return (centred / (std + STD_EPS)).to(torch.float32)
+    """(B, n_samples) waveforms → (B, 257, T) float32 log spectrograms, each z-scored on its own.
+
+    log(psd + ε) is computed as log1p(psd / ε), which differs by the constant log(ε) that z-scoring
+    removes. The difference matters in float32: a near-silent window's log spectrum varies by ~1e-5
+    around log(ε) ≈ -16, below float32's resolution there (z-scoring would blow that rounding up),
+    while log1p keeps those small values to float32's relative precision. So float32 input keeps
+    float32 throughout and still matches the float64 recipe far within the float16 the store keeps.
+    """
+    dtype = windows.dtype if windows.dtype in (torch.float32, torch.float64) else torch.float32
+    logs = torch.log1p_(_psd_segments(windows.to(dtype).clamp(-1.0, 1.0)).mul_(1.0 / LOG_EPS))  # (B, T, 257)
+    logs -= logs.mean(dim=(1, 2), keepdim=True)
+    std = logs.square().mean(dim=(1, 2), keepdim=True).sqrt_()  # numpy's two-pass std, as the original
+    return logs.div_(std + STD_EPS).transpose(1, 2).to(torch.float32).contiguous()
 
 
 def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
