@@ -14,7 +14,8 @@ defaults took 283 s at 6.2 GB peak, the settings alone 147 s at 9.0 GB, with the
 
 The settings are the environment variables glibc reads at start-up, which this process applies to
 itself with `mallopt` (`tune_allocator`) before its threads start, and hands to the processes it
-starts (`ENVIRON`: dask's local workers). Set any of them yourself and avfix leaves all three alone.
+starts (`ENVIRON`: dask's local workers). Set any of them yourself, in the environment Python starts
+with, and avfix leaves all three alone.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import ctypes.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
@@ -35,9 +38,32 @@ ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(LARGE), "MALLOC_TRIM_THRESHOLD_": str(L
 _tuned: bool | None = None
 
 
+@lru_cache(maxsize=1)
+def start_environment() -> dict[str, str]:
+    """The environment this process started with (Linux: /proc/self/environ; elsewhere `os.environ`).
+
+    `os.environ` is not the user's word on these variables: a dask nanny writes its workers' variables
+    into its own process's `os.environ` before starting them (dask's MALLOC_TRIM_THRESHOLD_ of 64 KiB
+    among them), so after any local cluster of worker processes, ours or not, they would look as if the
+    user had set them. glibc, too, reads them only at start-up.
+    """
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:
+        return dict(os.environ)
+    pairs = (entry.decode(errors="replace").partition("=") for entry in raw.split(b"\0") if b"=" in entry)
+    return {name: value for name, _, value in pairs}
+
+
+def user_values() -> dict[str, str]:
+    """The malloc variables of `ENVIRON` the user set (in the environment Python started with)."""
+    started = start_environment()
+    return {name: started[name] for name in ENVIRON if name in started}
+
+
 def user_settings() -> bool:
     """Whether the user set glibc's malloc variables (then theirs hold)."""
-    return any(name in os.environ for name in ENVIRON)
+    return bool(user_values())
 
 
 def tune_allocator() -> bool:

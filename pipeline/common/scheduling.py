@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
@@ -45,10 +44,10 @@ def local_cluster_config() -> dict[str, object]:
     with avfix's malloc settings over it (`pipeline.common.allocator`; the user's, where set)."""
     import dask
 
-    from pipeline.common.allocator import ENVIRON
+    from pipeline.common.allocator import ENVIRON, user_values
 
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    environ.update({name: os.environ.get(name, value) for name, value in ENVIRON.items()})
+    environ.update({**ENVIRON, **user_values()})
     return {**LOCAL_CLUSTER_CONFIG, "distributed.nanny.pre-spawn-environ": environ}
 
 

@@ -3,6 +3,7 @@ comes back from the heap without page faults; without them every allocation faul
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,41 @@ def test_large_blocks_stay_on_the_heap_once_tuned():
 def test_the_users_own_malloc_settings_are_left_alone():
     answer, count = faults("tuned", MALLOC_ARENA_MAX="2")
     assert answer == "False" and count > 10 * 40_000
+
+
+CLUSTER_ENVIRON = """
+import json, os, sys
+if __name__ == "__main__":
+    if sys.argv[1] == "after-a-cluster":  # anyone's local cluster of worker processes, in this process
+        from distributed import LocalCluster
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None):
+            pass
+    from pipeline.common.scheduling import local_cluster_config
+    environ = local_cluster_config()["distributed.nanny.pre-spawn-environ"]
+    print(json.dumps([os.environ.get("MALLOC_TRIM_THRESHOLD_"), {k: environ[k] for k in environ if "MALLOC" in k}]))
+"""
+
+
+def cluster_environ(mode: str, **env: str) -> tuple[str | None, dict[str, str]]:
+    """(this process's MALLOC_TRIM_THRESHOLD_ in os.environ, the malloc variables its local workers get)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ENVIRON}
+    done = subprocess.run([sys.executable, "-c", CLUSTER_ENVIRON, mode], cwd=REPO, env={**clean, **env},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    ours, environ = json.loads(done.stdout.splitlines()[-1])
+    return ours, environ
+
+
+def test_what_a_dask_nanny_wrote_into_this_process_is_not_taken_for_the_users_settings():
+    polluted, environ = cluster_environ("after-a-cluster")
+    assert polluted == "65536"  # dask wrote its workers' variables into this process's os.environ
+    assert environ == ENVIRON
+
+
+def test_the_users_own_variables_reach_the_workers_whatever_ran_before():
+    mine = {"MALLOC_TRIM_THRESHOLD_": "12345"}
+    for mode in ("after-a-cluster", "fresh"):
+        _, environ = cluster_environ(mode, **mine)
+        assert environ == {**ENVIRON, **mine}, mode
 
 
 def test_local_dask_workers_start_with_the_settings_over_dasks_own():
