@@ -32,9 +32,12 @@ class SchedulerConfig:
 # 20 ms in the scheduler and in each worker (about 25 ms of CPU a second on its own). In `avfix extract`
 # of 720p clips on our 2-core machine the event-loop thread took 0.28-0.51 ms of CPU per frame with them,
 # 0.12-0.17 without (`benchmarks/extract_threads.py`). A slower tick only warns later about a blocked loop.
+# Likewise each server's system monitor reads the process's CPU, memory, network and disk counters
+# (psutil) every 0.5 s for the dashboard: every 5 s is plenty for a log line.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
 }
 
 
@@ -75,7 +78,10 @@ def dask_client(config: SchedulerConfig) -> Iterator[Client]:
             n_workers=max(1, config.workers),
             threads_per_worker=1,
             processes=processes,
-            dashboard_address=None,
+            # Any free port: its scheduler serves HTTP (health, metrics) even without a dashboard, on 8787
+            # by default, and a second avfix command running meanwhile would print dask's "Port 8787 is
+            # already in use" warning.
+            dashboard_address=":0",
             memory_limit=0,
             silence_logs=logging.ERROR,
         )
