@@ -125,6 +125,21 @@ def test_flow_steps_round_to_the_step_and_clip_instead_of_wrapping(tmp_path):
     np.testing.assert_allclose(back[1, 0, 0, :2], [32767 / 32, -32768 / 32], rtol=1e-3)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("step", [1 / 32, 0.1])
+def test_flow_steps_equal_numpys_float32_rounding_and_leave_the_input_alone(dtype, step):
+    rng = np.random.default_rng(3)
+    values = (rng.standard_normal((3, 2, 9, 9)) * 3000 * step).astype(dtype)
+    ties_and_beyond = np.array([0.5, 1.5, -0.5, -2.5, 40000, -40000]) * step  # half to even; clipped
+    values.flat[:6] = ties_and_beyond.astype(dtype)
+    kept = values.copy()
+    expected = np.clip(np.round(values.astype(np.float32) / np.float32(step)), -32768, 32767).astype("<i2")
+    got = codecs.to_steps(values, step)
+    assert got.dtype == np.dtype("<i2") and got.shape == values.shape
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(values, kept)
+
+
 def test_lossless_frames_and_float_flow_stay_available():
     chosen = fstore.encodings("lossless", flow_step=0.0)
     assert chosen == {}  # the default: uint8 / float16 + zstd + crc32c
