@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from pipeline.common.feature_cache import CacheBuilder, CachedVideo
@@ -14,7 +16,7 @@ def sta_video(video_id: str, n_frames: int = 20) -> CachedVideo:
     return CachedVideo(video_id, n_frames, layout_key="layout-1", shapes=shapes)
 
 
-def rows_of_levels(video: CachedVideo):
+def rows_of_levels(video: CachedVideo) -> Callable[[slice], dict[str, np.ndarray]]:
     def block(frames: slice) -> dict[str, np.ndarray]:
         n = frames.stop - frames.start
         return {name: np.full((n, *shape[1:]), frames.start, dtype=np.float16) for name, shape in video.shapes.items()}
