@@ -17,13 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Two test processes (pytest-xdist): every test works in its own tmp_path, and many wait on child
-# processes. On the 2-core CI machine the suite took 10.8 min in one process, 6.7-7.1 in two.
-# `make test PYTEST_ARGS=` runs it in one process.
-PYTEST_ARGS ?= -n 2
-
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(VENV)/bin/avfix demo
