@@ -349,10 +349,11 @@ def main() -> None:
                       f"peak PSS {r['pss'] / 2**30:.2f} GB", flush=True)  # fmt: skip
             # This machine's own ceiling for the work: two independent 1-worker extracts at once, each pinned
             # to a core of its own, share nothing but the hardware (caches, memory, the host's other guests).
-            pair = [start_child(["extract", str(tmp / "in"), str(tmp / f"wsp{c}"), "1", args.frame_codec], {c})
-                    for c in sorted(os.sched_getaffinity(0))[:2]]  # fmt: skip
+            pair = [start_child(["extract", str(tmp / "in"), str(tmp / f"wsp{k}"), "1", args.frame_codec], {core})
+                    for k, core in enumerate(sorted(os.sched_getaffinity(0))[:2])]  # fmt: skip
             got["independent"] = [finish_child(*child) for child in pair]
-            shutil.rmtree(tmp / "wsp0", ignore_errors=True), shutil.rmtree(tmp / "wsp1", ignore_errors=True)
+            for k in range(2):
+                shutil.rmtree(tmp / f"wsp{k}", ignore_errors=True)
             both = got["independent"]
             print(f"2 independent extracts, 1 worker pinned to each core: {sum(rate(r) for r in both):.0f} frames/s, "
                   f"once running {sum(running(r, 1) for r in both):.0f} frames/s, "

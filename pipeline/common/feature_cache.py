@@ -67,11 +67,11 @@ class CacheBuilder:
 
     def stale(self, names: tuple[str, ...], videos: list[tuple[CachedVideo, str]]) -> list[tuple[CachedVideo, str]]:
         """The (video, key) pairs for which any of the parts `names` has another recorded key."""
-        def stale(video: CachedVideo, key: str) -> bool:
+        def outdated(video: CachedVideo, key: str) -> bool:
             parts = self.parts(video)  # one read of the video's attributes, whatever the number of names
             return any(parts.get(name) != key for name in names)
 
-        return [(video, key) for video, key in videos if stale(video, key)]
+        return [(video, key) for video, key in videos if outdated(video, key)]
 
     def prepare(self, names: tuple[str, ...], video: CachedVideo) -> None:
         """The video's group and the arrays `names` at their shapes, marked in progress without them."""
