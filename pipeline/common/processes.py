@@ -18,6 +18,13 @@ from torch import Tensor
 
 from models.device import resolve_device
 
+# How long a collective may wait for the other processes. The first process often works alone while the
+# others wait in one: it decodes a folder of videos (predict), builds a frozen backbone's cache (train),
+# trains a classifier between two passes (pseudolabel) -- hours at AVE scale, where torch's defaults
+# (30 min for gloo, 10 for NCCL) would end the job. A process that dies does not leave the others
+# waiting that long: torchrun stops the whole job when one of its processes fails.
+WAIT_FOR_OTHERS = timedelta(hours=48)
+
 
 @dataclass
 class Distributed:
@@ -38,8 +45,8 @@ class Distributed:
         return self.world_size > 1
 
     @classmethod
-    def from_env(cls, device_name: str, timeout: timedelta | None = None) -> "Distributed":
-        """`timeout`: how long a collective may wait for the other processes (torch's default if None)."""
+    def from_env(cls, device_name: str, timeout: timedelta = WAIT_FOR_OTHERS) -> "Distributed":
+        """`timeout`: how long a collective may wait for the other processes."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
@@ -130,9 +137,24 @@ class Distributed:
     def _object_device(self) -> torch.device | None:
         return torch.device("cuda", self.local_rank) if self.uses_cuda else None
 
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+    def close(self, finished: bool = True) -> None:
+        """Leave the job. After a run that `finished` here, first wait until every process has: one that
+        tore its connections down while the first still worked was seen to abort under load, in gloo's
+        shutdown ("terminate called without an active exception"; most likely its last message, its
+        share of a gather, was not yet read), and torchrun then stops the first process in the middle of
+        its writes. After an error, leave at once: the others may wait in another collective and would
+        never reach this barrier."""
+        if not (self.owns_group and dist.is_initialized()):
+            return
+        if finished and self.active:
+            dist.barrier()
+        dist.destroy_process_group()
+
+    def __enter__(self) -> "Distributed":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        self.close(finished=kind is None)
 
 
 class StopRequest:

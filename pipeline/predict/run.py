@@ -110,12 +110,9 @@ def run_predict(
     go to the dask workers of `scheduler` when it has several (or an address), else run here.
     """
     tune_allocator()
-    processes = Distributed.from_env(config.device)
-    try:
+    with Distributed.from_env(config.device) as processes:
         return _run_predict(videos, Path(workspace), config, scheduler or SchedulerConfig(), processes,
                             progress if processes.is_main else None, on_failure)  # fmt: skip
-    finally:
-        processes.close()
 
 
 def _run_predict(videos: str | Path, workspace: Path, config: PredictConfig, scheduler: SchedulerConfig,

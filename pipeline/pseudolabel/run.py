@@ -40,7 +40,7 @@ from pipeline.pseudolabel.passes import (
     CACHE_PASSES, CACHED_CROPS, CACHED_FRAMES, COARSE_PASS, FINE_PASS, SMOOTH_PASS, PassJob, classifier_names,
     segment_bounds,
 )  # fmt: skip
-from pipeline.pseudolabel.runners import PASS_WAIT, PassRunner, pass_runner, serve
+from pipeline.pseudolabel.runners import PassRunner, pass_runner, serve
 from pipeline.pseudolabel.stage import (
     EVENT_MODEL, PseudolabelError, TrainingKey, Videos, coarse_fingerprint, pseudo_video_state, split_by_video,
     usable_videos, video_fingerprint,
@@ -122,16 +122,12 @@ def run_pseudolabel(
     and share each pass's jobs.
     """
     tune_allocator()
-    # Processes that wait while the first one trains: allow for long training between two passes.
-    processes = Distributed.from_env(config.device, timeout=PASS_WAIT)
-    try:
+    with Distributed.from_env(config.device) as processes:
         if not processes.is_main:
             serve(processes, str(processes.device(config.device)), config.threads)
             return PseudolabelSummary(store=str(pstore.SCHEMA.path(Path(workspace))), rank=processes.rank)
         with pass_runner(processes, scheduler or SchedulerConfig(), config.device) as runner:
             return _run_pseudolabel(Path(workspace), config, progress, report, runner)
-    finally:
-        processes.close()
 
 
 def _run_pseudolabel(workspace: Path, config: PseudolabelConfig, progress: Progress | None,

@@ -8,7 +8,6 @@ a message, (PASSES, jobs) or (TRAIN, job), and None when the run ends."""
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
 from typing import Any, Iterator, Protocol
 
 import torch
@@ -19,9 +18,6 @@ from pipeline.common.scheduling import SchedulerConfig
 from pipeline.pseudolabel.classifier_loop import Team, run_train_job
 from pipeline.pseudolabel.passes import PassJob, PassOutcome, run_pass, run_passes
 
-# How long the other processes of a torchrun job wait for the first between two passes: it trains the
-# classifiers meanwhile (hours for the fine-tuned paper configuration on a slow GPU).
-PASS_WAIT = timedelta(hours=48)
 PASSES, TRAIN = "passes", "train"
 
 

@@ -478,13 +478,9 @@ def run_train(
     began = time.perf_counter()
     tune_allocator()
     workspace = Path(workspace)
-    processes = Distributed.from_env(config.device)
-    try:
-        with training_heap():
-            summary = _train_checked(workspace, config, processes, progress if processes.is_main else None, report,
-                                     restart, step_hook)  # fmt: skip
-    finally:
-        processes.close()
+    with Distributed.from_env(config.device) as processes, training_heap():
+        summary = _train_checked(workspace, config, processes, progress if processes.is_main else None, report,
+                                 restart, step_hook)  # fmt: skip
     summary.seconds = time.perf_counter() - began
     return summary
 
@@ -566,7 +562,8 @@ def _loop(run: _Run, data: _Data, batches_per_epoch: int, total_steps: int, prog
         progress.close()
         if run.tensorboard is not None:
             run.tensorboard.close()
-        processes.barrier()
+    # Not after an error: the other processes may be in another collective, or gone.
+    processes.barrier()
     elapsed = time.perf_counter() - clock
     summary.samples_per_s = (position.step - steps_at_start) * data.sampler.global_batch / max(elapsed, 1e-9)
 

@@ -80,11 +80,14 @@ def test_two_dask_worker_processes_write_what_one_process_writes(trained, clips,
 
 
 def test_two_torchrun_processes_write_what_one_process_writes(trained, clips, one_process, tmp_path):
+    """...also when the first process prepares the inputs for longer than torch's default timeout of a
+    collective (shortened to 2 s by the job), as a large folder takes it hours."""
     ws = workspace_with(trained, tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "cli", "predict", str(clips), "--workspace", str(ws), "--batch-size", "4",
-               "--segment-frames", "8", "--device", "cpu", "--quiet"]  # fmt: skip
+               str(Path(__file__).with_name("slow_first_process_job.py")), "predict", str(clips),
+               "--workspace", str(ws), "--batch-size", "4", "--segment-frames", "8", "--device", "cpu",
+               "--quiet"]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("predict: 3 done, 0 skipped, 0 failed") == 1, done.stdout  # printed once, by rank 0

@@ -1,11 +1,13 @@
 """Run under `torchrun --nproc-per-node 2` by test_classifier_ddp.py: a small classifier (BatchNorm,
 dropout, a flip drawn from each sample's noise) trained by both processes together, straight and
 interrupted-then-resumed, with BatchNorm learning and frozen; the first process also trains it alone.
-The first process saves every result's weights and scores to the file named on the command line."""
+The first process saves every result's weights and scores to the file named on the command line, and
+the time it began to leave the job; the second writes the time it left beside it (OUT.left)."""
 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,7 +44,13 @@ def fresh(dropout: float) -> nn.Module:
 
 
 def main(out: Path) -> None:
-    processes = Distributed.from_env("cpu")
+    with Distributed.from_env("cpu") as processes:
+        train_together_and_alone(processes, out)
+    if not processes.is_main:
+        out.with_suffix(".left").write_text(repr(time.time()))
+
+
+def train_together_and_alone(processes: Distributed, out: Path) -> None:
     folder = out.parent
     train, val = Samples(52, 0), Samples(21, 1)  # 52: 3 batches of 16 and a dropped rest; 21: uneven shares
     config = TrainConfig(epochs=3, batch_size=16, optimizer="sgd", lr=0.1, patience=5)
@@ -74,8 +82,8 @@ def main(out: Path) -> None:
     run("frozen_bn_together", fresh(0.0), frozen, processes)
     if processes.is_main:
         run("frozen_bn_alone", fresh(0.0), frozen, None)
+        results["leaving"] = time.time()
         torch.save(results, out)
-    processes.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A classifier trained by the two processes of a torchrun job (gloo, CPU): an interrupted run resumes
 to the same weights bit for bit, and with frozen BatchNorm it trains what one process trains, up to
-the order of float sums."""
+the order of float sums. A process that is done leaves the job only when all are done."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ def test_two_processes_train_a_classifier_resumably_and_as_one_process_does(tmp_
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = torch.load(out, weights_only=False)
+    # The second process, done first, left the job only once the first had finished its work alone.
+    assert float(out.with_suffix(".left").read_text()) >= results["leaving"]
 
     assert results["resume_line"] == "resumed: resuming after epoch 1"
     straight, resumed = results["straight"], results["resumed"]

@@ -224,6 +224,19 @@ def _first_step_gradients(ws: Path, config: STATrainConfig) -> dict[str, torch.T
     return {k: (initial[k] - trained[k]) / config.lr for k in initial if initial[k].is_floating_point()}
 
 
+def test_a_process_that_fails_under_torchrun_ends_the_job_at_once(tmp_path):
+    """It does not wait for the others at a barrier (they wait in another collective): it leaves, and
+    torchrun stops the job."""
+    write_sta_stores(tmp_path, n_videos=5, n_frames=16, val_videos=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(Path(__file__).with_name("failing_second_process_job.py")), "train", "--workspace", str(tmp_path),
+               "--preset", "cpu", "--max-steps", "2", "--batch-size", "4", "-j", "0", "--quiet"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "injected: the second process fails its first step" in done.stderr, done.stderr[-3000:]
+
+
 def test_ddp_on_two_cpu_processes_matches_one_process_on_the_combined_batch(tmp_path):
     options = ["--preset", "cpu", "--max-steps", "1", "--optimizer", "sgd", "--lr", "0.5", "--batchnorm", "frozen",
                "-j", "0", "--quiet", "--json"]  # fmt: skip
