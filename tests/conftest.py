@@ -444,7 +444,7 @@ class ArmedWorkers:
         from distributed import Client, LocalCluster
 
         self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                    dashboard_address=None, memory_limit=0)  # fmt: skip
+                                    dashboard_address=":0", memory_limit=0)  # fmt: skip
         self.client = Client(self.cluster)
         self.problems: list[BaseException] = []  # raised in the arming threads
         self._threads: list[threading.Thread] = []

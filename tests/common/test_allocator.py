@@ -55,7 +55,7 @@ import json, os, sys
 if __name__ == "__main__":
     if sys.argv[1] == "after-a-cluster":  # anyone's local cluster of worker processes, in this process
         from distributed import LocalCluster
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None):
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"):
             pass
     from pipeline.common.scheduling import local_cluster_config
     environ = local_cluster_config()["distributed.nanny.pre-spawn-environ"]

@@ -340,7 +340,7 @@ def test_dask_distributed_cluster_gives_the_same_store(tmp_path, video_factory):
     src = layout(tmp_path, {"cat": videos})
     config = ExtractConfig(size=32, segment_frames=16)
     run_extract(src, tmp_path / "local", config, LOCAL)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         summary = run_extract(src, tmp_path / "cluster", config, SchedulerConfig(address=cluster.scheduler_address))
     assert summary.done == 2 and summary.failed == 0
     for vid in "ab":

@@ -98,7 +98,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(trained, clip
     from distributed import Client, LocalCluster
 
     ws = workspace_with(trained, tmp_path)
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                            memory_limit=0)  # fmt: skip
     address = cluster.scheduler_address
     client = Client(cluster)
