@@ -36,4 +36,3 @@ def test_a_group_created_elsewhere_is_left_alone(calls):
     with Distributed(rank=0, world_size=2, owns_group=False):
         pass
     assert calls == []
-
