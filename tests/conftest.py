@@ -150,6 +150,26 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# What the tests' dask worker processes run: their workers fork from one server that imported it all once
+# (as avfix's local clusters do with a stage's modules), instead of each importing torch anew: the suite
+# starts dozens of worker processes, and the nanny restarts one after each kill of the fault tests.
+WORKER_MODULES = ("pipeline.extract.run", "pipeline.pseudolabel.runners", "pipeline.predict.segments")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preloaded_worker_processes():
+    """Tests' own local clusters (`LocalCluster(processes=True)`) fork from that server too."""
+    import dask
+
+    from pipeline.common.scheduling import WORKER_START_METHOD, start_worker_server
+
+    if not start_worker_server(WORKER_MODULES):
+        yield
+        return
+    with dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """The tests' networks are tiny and the CI's 2 cores are shared: one intra-op thread is faster there

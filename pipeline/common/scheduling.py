@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -17,8 +19,9 @@ class SchedulerConfig:
 
     Several local workers are threads of this process by default: decoding, resizing, flow and
     compression release the GIL, so threads need no second torch import and no copies between processes.
-    `threads=False` makes them processes; a single worker runs in this process. A worker's task already
-    keeps about two cores busy (see `pipeline.extract.run`): more workers pay off on machines with more cores.
+    `threads=False` makes them processes (see `start_worker_server`); a single worker runs in this process.
+    A worker's task already keeps about two cores busy (see `pipeline.extract.run`): more workers pay off on
+    machines with more cores.
     """
 
     workers: int = 1
@@ -54,8 +57,52 @@ def local_cluster_config() -> dict[str, object]:
     return {**LOCAL_CLUSTER_CONFIG, "distributed.nanny.pre-spawn-environ": environ}
 
 
+# Local worker processes are forked from one server process that imported what their tasks need, once,
+# instead of each being a fresh interpreter that imports torch and the rest itself (3.5-4.5 s of CPU each
+# on our 2-core machine, again in each worker the nanny restarts after a crash). A worker then starts in
+# about 0.3 s, and the workers share the imported modules' memory pages with the server. Forking a
+# process that has only imported modules is safe: no thread, no OpenMP pool and no CUDA context exist yet
+# (forking this process, which runs threads, would not be).
+WORKER_START_METHOD = "forkserver"
+
+
+def start_worker_server(modules: Sequence[str]) -> bool:
+    """Start the server this process's local dask workers fork from, importing `modules` (and dask's own).
+
+    It imports them in the background: called early, this process's own imports overlap with its. The
+    first call of a process decides: the server lives as long as this process, and a worker whose task
+    needs a module the server did not import imports it itself. It starts with the environment a local
+    worker gets (`local_cluster_config`), which this process's own environment keeps out of.
+    False where there is no such start method (Windows): workers are then spawned as fresh interpreters.
+    """
+    if WORKER_START_METHOD not in multiprocessing.get_all_start_methods():
+        return False
+    import dask
+    from distributed.utils import get_mp_context
+    from multiprocessing import forkserver
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}):
+        context = get_mp_context()  # dask sets its own preload list on its first call: ours replaces it
+    context.set_forkserver_preload(["distributed", *modules])
+    spawn_environ = local_cluster_config()["distributed.nanny.pre-spawn-environ"]
+    environ = {name: str(value) for name, value in spawn_environ.items()}
+    saved = {name: os.environ.get(name) for name in environ}
+    os.environ.update(environ)
+    try:
+        forkserver.ensure_running()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return True
+
+
 @contextmanager
-def dask_client(config: SchedulerConfig) -> Iterator[Client]:
+def dask_client(config: SchedulerConfig, worker_modules: Sequence[str] = ()) -> Iterator[Client]:
+    """A client of the scheduler at `config.address`, or of a local cluster; `worker_modules`: what local
+    worker processes' tasks import (preloaded by `start_worker_server`)."""
     # Imported here: dask.distributed costs about 0.3 s, which commands that decode nothing need not pay.
     import dask
     from distributed import Client, LocalCluster
@@ -74,6 +121,8 @@ def dask_client(config: SchedulerConfig) -> Iterator[Client]:
     with ExitStack() as stack:
         # Set while the cluster lives: its servers read these at start-up (worker processes get a copy).
         stack.enter_context(dask.config.set(local_cluster_config()))
+        if processes and start_worker_server(worker_modules):
+            stack.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}))
         cluster = LocalCluster(
             n_workers=max(1, config.workers),
             threads_per_worker=1,

@@ -371,7 +371,7 @@ def _extract_all(inputs: InputSet, store: Path, config: ExtractConfig, scheduler
 
     try:
         if todo:  # a cluster (worker processes each importing torch) only when there is work for it
-            with dask_client(scheduler) as client:
+            with dask_client(scheduler, worker_modules=(__name__,)) as client:
                 _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
     except KeyboardInterrupt:
         summary.interrupted = True

@@ -164,7 +164,7 @@ def _run_segments(plan: _Plan, scheduler: SchedulerConfig, summary: PredictSumma
 
     from pipeline.common.scheduling import dask_client
 
-    with dask_client(scheduler) as client:
+    with dask_client(scheduler, worker_modules=("pipeline.predict.segments",)) as client:
         # A worker that dies takes its tasks with it; the scheduler runs them again on another worker.
         futures = client.map(predict_segment, plan.segments, pure=False)
         for future in as_completed(futures, loop=client.loop):

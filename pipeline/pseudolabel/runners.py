@@ -110,7 +110,7 @@ def pass_runner(processes: Distributed, scheduler: SchedulerConfig, device: str)
     if scheduler.workers > 1 or scheduler.address:
         from pipeline.common.scheduling import dask_client
 
-        with dask_client(scheduler) as client:
+        with dask_client(scheduler, worker_modules=(__name__,)) as client:
             yield DaskRunner(client)
         return
     yield InlineRunner(str(resolve_device(device)))
