@@ -161,7 +161,11 @@ def child_extract(source: Path, workspace: Path, workers: int, frame_codec: str,
     decode + resize alone is measured in this child just before (`decode_before`), seconds from the run."""
     import extract_threads
 
-    from pipeline.common.scheduling import SchedulerConfig
+    from pipeline.common.scheduling import SchedulerConfig, start_worker_server
+    from pipeline.extract.stage import EXTRACT_TASKS
+
+    if processes:  # as `avfix extract --processes` starts it: before this process's own imports
+        start_worker_server((EXTRACT_TASKS,))
     from pipeline.extract.config import ExtractConfig, FrameStorageConfig
     from pipeline.extract.run import run_extract
 

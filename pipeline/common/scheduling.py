@@ -28,6 +28,11 @@ class SchedulerConfig:
     address: str | None = None
     threads: bool = True
 
+    @property
+    def local_processes(self) -> bool:
+        """Whether the work runs on worker processes of a local cluster."""
+        return self.workers > 1 and not self.threads and not self.address
+
 
 # A local cluster's own diagnostics, which nobody sees (it has no dashboard), cost CPU in its event-loop
 # thread all the while it runs, and take the GIL from the tasks each time: the worker's statistical
@@ -117,7 +122,7 @@ def dask_client(config: SchedulerConfig, worker_modules: Sequence[str] = ()) -> 
         finally:
             client.close()
         return
-    processes = config.workers > 1 and not config.threads
+    processes = config.local_processes
     with ExitStack() as stack:
         # Set while the cluster lives: its servers read these at start-up (worker processes get a copy).
         stack.enter_context(dask.config.set(local_cluster_config()))

@@ -38,7 +38,7 @@ from pipeline.common.read_ahead import read_ahead
 from pipeline.common.scheduling import SchedulerConfig, dask_client
 from pipeline.common.settings import jsonable, output_settings
 from pipeline.extract.config import ExtractConfig
-from pipeline.extract.stage import extracted_video_state, video_fingerprint
+from pipeline.extract.stage import EXTRACT_TASKS, extracted_video_state, video_fingerprint
 from pipeline.stage import COMPLETE, VideoCounts
 from stores import features as fstore
 from stores import zarr_io
@@ -371,7 +371,7 @@ def _extract_all(inputs: InputSet, store: Path, config: ExtractConfig, scheduler
 
     try:
         if todo:  # a cluster (worker processes each importing torch) only when there is work for it
-            with dask_client(scheduler, worker_modules=(__name__,)) as client:
+            with dask_client(scheduler, worker_modules=(EXTRACT_TASKS,)) as client:
                 _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
     except KeyboardInterrupt:
         summary.interrupted = True

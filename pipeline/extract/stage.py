@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from pipeline.workspace.config import WorkspaceConfig
 
 
+EXTRACT_TASKS = "pipeline.extract.run"  # the module of the tasks extract's dask workers run
+
+
 def video_fingerprint(config: ExtractConfig, source_sha256: str) -> str:
     """What an extracted video is made from: the file's content, the output settings, the algorithm."""
     return zarr_io.fingerprint([output_settings(config), source_sha256, config.ALGORITHM_VERSION])
@@ -91,13 +94,18 @@ class ExtractStage(Stage):
 
     def work(self, run: StageRun) -> ExtractSummary:
         from pipeline.common.progress import Progress
-        from pipeline.extract.run import run_extract
+        from pipeline.common.scheduling import start_worker_server
 
         config = run.config
         if config.run.videos is None:
             raise InputError("no training videos: pass VIDEOS or set [run] videos")
+        scheduler = config.scheduler()
+        if scheduler.local_processes:  # their server imports what they run while this process imports it too
+            start_worker_server((EXTRACT_TASKS,))
+        from pipeline.extract.run import run_extract
+
         progress = Progress(enabled=run.progress)
-        return run_extract(config.run.videos, run.workspace, config.extract, config.scheduler(), progress,
+        return run_extract(config.run.videos, run.workspace, config.extract, scheduler, progress,
                            on_failure=lambda path, reason: progress.message(f"FAILED {path}: {reason}"))  # fmt: skip
 
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:

@@ -485,3 +485,28 @@ def test_the_summary_counts_the_seconds_its_workers_spent_in_segments(tmp_path, 
     assert first.to_dict()["segment_seconds"] == first.segment_seconds  # in `--json` output too
     again = run_extract(src, tmp_path / "ws", config, LOCAL)
     assert (again.skipped, again.frames_written, again.segment_seconds) == (2, 0, 0.0)
+
+
+def test_worker_processes_store_what_threads_store_and_their_server_preloads_the_tasks(tmp_path, video_factory,
+                                                                                    monkeypatch):  # fmt: skip
+    import importlib
+
+    from pipeline.common import scheduling
+
+    started: list[tuple[str, ...]] = []
+    real = scheduling.start_worker_server
+    monkeypatch.setattr(scheduling, "start_worker_server", lambda modules: started.append(tuple(modules)) or real(modules))
+    videos = [video_factory(f"{n}.mp4", n_frames=40, fps=20) for n in "ab"]
+    src = layout(tmp_path, {"cat": videos})
+    for kind in ("threads", "processes"):
+        result = CliRunner().invoke(main, ["extract", str(src), "--workspace", str(tmp_path / kind), "--size", "32",
+                                           "--segment-frames", "16", "-j", "2", f"--{kind}", "--quiet"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    # Started by the stage before it imports extract's tasks (so both imports overlap), and again, a no-op,
+    # by the cluster; the module it preloads is the one the workers' tasks come from.
+    assert started == [("pipeline.extract.run",)] * 2
+    assert callable(importlib.import_module(started[0][0]).segment_task)
+    for vid in "ab":
+        for name in ("frames", "flow", "audio"):
+            np.testing.assert_array_equal(open_video(tmp_path / "processes", vid)[name][:],
+                                          open_video(tmp_path / "threads", vid)[name][:])  # fmt: skip
