@@ -71,3 +71,11 @@ def test_a_workspace_without_configuration_has_a_status_without_torch(tmp_path):
     code, out, modules = run_cli("status", "--workspace", str(tmp_path / "new"), "--json")
     assert code == 0 and json.loads(out)["config_exists"] is False
     assert modules.isdisjoint(NOT_FOR_STATUS), sorted(modules & set(NOT_FOR_STATUS))
+
+
+def test_evaluate_imports_torchvision_only_for_the_cam_baseline():
+    # Its modules in a fresh interpreter: torchvision (seconds) comes with the CAM baseline's backbone alone.
+    code = "import sys, pipeline.evaluate.run; print('torchvision' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=True)  # fmt: skip
+    assert done.stdout.split() == ["False"]

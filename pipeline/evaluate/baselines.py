@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.backbones import build_backbone
 from models.device import autocast
 from models.metrics import center_bias
 from models.normalize import minmax_per_map
@@ -49,6 +48,10 @@ class CamBaseline:
     """CAMs of a pretrained ImageNet classifier for batches of same-size RGB images."""
 
     def __init__(self, config: BaselineConfig, device: torch.device) -> None:
+        # Imported here: torchvision (2.4 s to import here) serves this baseline alone, which an evaluate
+        # without it need not pay for.
+        from models.backbones import build_backbone
+
         self.config = config
         self.device = device
         # channels-last runs EfficientNet's depthwise convolutions about a third faster on the CPU.
