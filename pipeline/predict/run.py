@@ -41,8 +41,8 @@ from pipeline.predict.segments import (
     Segment, SegmentOutcome, no_missing_maps, predict_segment, predict_segments, remember_model, segment_bounds,
 )  # fmt: skip
 from pipeline.predict.stage import (
-    PredictError, extract_config_for, features_path, find_checkpoint, maps_fingerprint, overlay_fingerprint,
-    overlay_path, predicted_video_state,
+    PREDICT_WORKER_MODULES, PredictError, extract_config_for, features_path, find_checkpoint, maps_fingerprint,
+    overlay_fingerprint, overlay_path, predicted_video_state,
 )  # fmt: skip
 from pipeline.stage import COMPLETE, VideoCounts
 from pipeline.train.augment import resize_flow, resize_frames
@@ -110,8 +110,15 @@ def run_predict(
     go to the dask workers of `scheduler` when it has several (or an address), else run here.
     """
     tune_allocator()
+    scheduler = scheduler or SchedulerConfig()
     with Distributed.from_env(config.device) as processes:
-        return _run_predict(videos, Path(workspace), config, scheduler or SchedulerConfig(), processes,
+        if scheduler.local_processes and not processes.active:
+            # Both of the workers' stages, before extract's cluster (decoding the inputs) starts the
+            # server with its own modules alone: predict's workers then need not import theirs each.
+            from pipeline.common.scheduling import start_worker_server
+
+            start_worker_server(PREDICT_WORKER_MODULES)
+        return _run_predict(videos, Path(workspace), config, scheduler, processes,
                             progress if processes.is_main else None, on_failure)  # fmt: skip
 
 
@@ -164,7 +171,7 @@ def _run_segments(plan: _Plan, scheduler: SchedulerConfig, summary: PredictSumma
 
     from pipeline.common.scheduling import dask_client
 
-    with dask_client(scheduler, worker_modules=("pipeline.predict.segments",)) as client:
+    with dask_client(scheduler, worker_modules=PREDICT_WORKER_MODULES) as client:
         # A worker that dies takes its tasks with it; the scheduler runs them again on another worker.
         futures = client.map(predict_segment, plan.segments, pure=False)
         for future in as_completed(futures, loop=client.loop):

@@ -19,7 +19,7 @@ from pipeline.common.files import file_stamp, sha256_file
 from pipeline.common.inputs import InputError, discover
 from pipeline.common.settings import describe_changes, from_settings, output_settings
 from pipeline.extract.config import ExtractConfig
-from pipeline.extract.stage import extraction_state
+from pipeline.extract.stage import EXTRACT_TASKS, extraction_state
 from pipeline.predict.config import MAPS, OVERLAY, PredictConfig
 from pipeline.stage import (
     COMPLETE, FAILED, MISSING, NOT_CONFIGURED, PREDICT_VIDEOS, STALE, Stage, StageRun, StageState, VideoState,
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from pipeline.workspace.config import WorkspaceConfig
 
 OVERLAYS = "overlays"
+# What predict's local worker processes run: extract's tasks (decoding the inputs), then its segments.
+PREDICT_WORKER_MODULES = (EXTRACT_TASKS, "pipeline.predict.segments")
 
 
 class PredictError(BadInput):

@@ -3,6 +3,7 @@ write the same predictions.zarr as one process, bit for bit; a worker killed mid
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -72,11 +73,20 @@ def test_segments_start_on_whole_batches_and_chunks():
     assert segment_bounds(0, 16, 40) == []
 
 
-def test_two_dask_worker_processes_write_what_one_process_writes(trained, clips, one_process, tmp_path):
+def test_two_dask_worker_processes_write_what_one_process_writes(trained, clips, one_process, tmp_path, monkeypatch):
+    from pipeline.common import scheduling
+
+    started: list[tuple[str, ...]] = []
+    real = scheduling.start_worker_server
+    monkeypatch.setattr(scheduling, "start_worker_server", lambda modules: started.append(tuple(modules)) or real(modules))
     ws = workspace_with(trained, tmp_path)
     summary = run_predict(clips, ws, CONFIG, SchedulerConfig(workers=2, threads=False))
     assert (summary.done, summary.failed, summary.frames) == (3, 0, 48), summary.line()
     assert differences(ws / "predictions.zarr", one_process) == []
+    # The workers' server, asked for first, preloads both of their stages' tasks, not extract's alone.
+    assert started[0] == ("pipeline.extract.run", "pipeline.predict.segments")
+    assert callable(importlib.import_module(started[0][0]).segment_task)
+    assert callable(importlib.import_module(started[0][1]).predict_segment)
 
 
 def test_two_torchrun_processes_write_what_one_process_writes(trained, clips, one_process, tmp_path):
