@@ -18,7 +18,8 @@ class SchedulerConfig:
     """`address` of a running dask scheduler, or a local cluster of `workers` single-threaded workers.
 
     Several local workers are threads of this process by default: decoding, resizing, flow and
-    compression release the GIL, so threads need no second torch import and no copies between processes.
+    compression release the GIL, so threads need no second torch import (the worker processes' server's)
+    and no copies between processes.
     `threads=False` makes them processes (see `start_worker_server`); a single worker runs in this process.
     A worker's task already keeps about two cores busy (see `pipeline.extract.run`): more workers pay off on
     machines with more cores.

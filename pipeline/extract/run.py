@@ -370,7 +370,7 @@ def _extract_all(inputs: InputSet, store: Path, config: ExtractConfig, scheduler
             todo.append(record)
 
     try:
-        if todo:  # a cluster (worker processes each importing torch) only when there is work for it
+        if todo:  # a cluster (worker processes and their server, which imports torch) only when there is work
             with dask_client(scheduler, worker_modules=(EXTRACT_TASKS,)) as client:
                 _run_tasks(client, root, str(store), todo, config, summary, failures, fail, progress)
     except KeyboardInterrupt:
