@@ -170,6 +170,22 @@ def preloaded_worker_processes():
         yield
 
 
+@pytest.fixture
+def worker_server_requests(monkeypatch) -> list[tuple[str, ...]]:
+    """The modules of each `start_worker_server` call the test makes, in order (each is still made)."""
+    from pipeline.common import scheduling
+
+    requests: list[tuple[str, ...]] = []
+    real = scheduling.start_worker_server
+
+    def recorded(modules):
+        requests.append(tuple(modules))
+        return real(modules)
+
+    monkeypatch.setattr(scheduling, "start_worker_server", recorded)
+    return requests
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """The tests' networks are tiny and the CI's 2 cores are shared: one intra-op thread is faster there

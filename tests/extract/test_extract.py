@@ -488,14 +488,10 @@ def test_the_summary_counts_the_seconds_its_workers_spent_in_segments(tmp_path, 
 
 
 def test_worker_processes_store_what_threads_store_and_their_server_preloads_the_tasks(tmp_path, video_factory,
-                                                                                    monkeypatch):  # fmt: skip
+                                                                                    worker_server_requests):  # fmt: skip
     import importlib
 
-    from pipeline.common import scheduling
-
-    started: list[tuple[str, ...]] = []
-    real = scheduling.start_worker_server
-    monkeypatch.setattr(scheduling, "start_worker_server", lambda modules: started.append(tuple(modules)) or real(modules))
+    started = worker_server_requests
     videos = [video_factory(f"{n}.mp4", n_frames=40, fps=20) for n in "ab"]
     src = layout(tmp_path, {"cat": videos})
     for kind in ("threads", "processes"):

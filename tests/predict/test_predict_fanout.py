@@ -73,12 +73,9 @@ def test_segments_start_on_whole_batches_and_chunks():
     assert segment_bounds(0, 16, 40) == []
 
 
-def test_two_dask_worker_processes_write_what_one_process_writes(trained, clips, one_process, tmp_path, monkeypatch):
-    from pipeline.common import scheduling
-
-    started: list[tuple[str, ...]] = []
-    real = scheduling.start_worker_server
-    monkeypatch.setattr(scheduling, "start_worker_server", lambda modules: started.append(tuple(modules)) or real(modules))
+def test_two_dask_worker_processes_write_what_one_process_writes(trained, clips, one_process, tmp_path,
+                                                                 worker_server_requests):  # fmt: skip
+    started = worker_server_requests
     ws = workspace_with(trained, tmp_path)
     summary = run_predict(clips, ws, CONFIG, SchedulerConfig(workers=2, threads=False))
     assert (summary.done, summary.failed, summary.frames) == (3, 0, 48), summary.line()
