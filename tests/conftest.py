@@ -150,20 +150,18 @@ def interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-# What the tests' dask worker processes run: their workers fork from one server that imported it all once
-# (as avfix's local clusters do with a stage's modules), instead of each importing torch anew: the suite
-# starts dozens of worker processes, and the nanny restarts one after each kill of the fault tests.
-WORKER_MODULES = ("pipeline.extract.run", "pipeline.pseudolabel.runners", "pipeline.predict.segments")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def preloaded_worker_processes():
-    """Tests' own local clusters (`LocalCluster(processes=True)`) fork from that server too."""
+    """The tests' dask worker processes fork from one server that imported what every stage's workers run
+    (as avfix's local clusters do with one stage's), instead of each importing torch anew: the suite starts
+    dozens of worker processes, and the nanny restarts one after each kill of the fault tests. The tests'
+    own local clusters (`LocalCluster(processes=True)`) fork from it too."""
     import dask
 
     from pipeline.common.scheduling import WORKER_START_METHOD, start_worker_server
+    from pipeline.predict.stage import PREDICT_WORKER_MODULES  # extract's tasks and predict's
 
-    if not start_worker_server(WORKER_MODULES):
+    if not start_worker_server((*PREDICT_WORKER_MODULES, "pipeline.pseudolabel.runners")):
         yield
         return
     with dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}):
