@@ -8,10 +8,13 @@ Each measurement runs in a child process of its own, alternating the two ways, a
   `avfix extract` starts the server before its own imports);
 - restart: the nanny replacing both workers (`Client.restart`, as after a worker killed mid-run), until
   both have run such a task again (the median of 3).
-Prints the medians of --rounds and the ratio spawned / forked.
+Prints the medians of --rounds and the ratio spawned / forked. With `--server-had MODULE`, a third way:
+forked from a server that imported MODULE and not the stage's module (as in `avfix run -j 2 --processes`
+before its server imported every stage's modules: extract's alone, so that predict's workers each imported
+their network code).
 
     .venv/bin/python benchmarks/worker_start.py                      # extract's module, --rounds 3
-    .venv/bin/python benchmarks/worker_start.py --module pipeline.predict.segments
+    .venv/bin/python benchmarks/worker_start.py --module pipeline.predict.segments --server-had pipeline.extract.run
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RESTARTS = 3
+OTHER = "forked, server without the module"
 
 
 def uses(module: str) -> bool:
@@ -37,15 +41,15 @@ def uses(module: str) -> bool:
     return importlib.import_module(module) is not None
 
 
-def child(way: str, module: str) -> dict:
+def child(way: str, module: str, server_had: str | None) -> dict:
     import dask
     from distributed import Client, LocalCluster
 
     from pipeline.common.scheduling import SchedulerConfig, dask_client, local_cluster_config, start_worker_server
 
     began = time.perf_counter()
-    if way == "forked":  # as `avfix extract --processes` does it
-        start_worker_server((module,))
+    if way.startswith("forked"):  # as `avfix extract --processes` does it
+        start_worker_server((server_had if way == OTHER else module,))
         __import__(module)  # this process's own imports, as the stage's
         with dask_client(SchedulerConfig(workers=2, threads=False), worker_modules=(module,)) as client:
             return _measure(client, module, began)
@@ -71,25 +75,28 @@ def _measure(client, module: str, began: float) -> dict:  # noqa: ANN001
     return {"start": started, "restart": statistics.median(restarts)}
 
 
-def run_child(way: str, module: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", way, "--module", module], cwd=ROOT,
-                          capture_output=True, text=True, check=True)  # fmt: skip
+def run_child(way: str, module: str, server_had: str | None) -> dict:
+    args = ["--child", way, "--module", module] + (["--server-had", server_had] if server_had else [])
+    done = subprocess.run([sys.executable, __file__, *args], cwd=ROOT, capture_output=True, text=True,
+                          check=True)  # fmt: skip
     return json.loads(done.stdout.splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--module", default="pipeline.extract.run", help="The stage's task module.")
+    parser.add_argument("--server-had", default=None, metavar="MODULE",
+                        help="Also: forked from a server that imported MODULE instead of the stage's module.")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--child", choices=("spawned", "forked"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("spawned", "forked", OTHER), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.module)))
+        print(json.dumps(child(args.child, args.module, args.server_had)))
         return
-    got: dict[str, list[dict]] = {"spawned": [], "forked": []}
+    got: dict[str, list[dict]] = {"spawned": [], "forked": []} | ({OTHER: []} if args.server_had else {})
     for round_ in range(args.rounds):
         for way in got:
-            r = run_child(way, args.module)
+            r = run_child(way, args.module, args.server_had)
             got[way].append(r)
             print(f"round {round_ + 1}, {way}: start {r['start']:.2f} s, restart {r['restart']:.2f} s", flush=True)
 
@@ -101,6 +108,10 @@ def main() -> None:
         spawned, forked = median("spawned", key), median("forked", key)
         print(f"  {what}: spawned {spawned:.2f} s, forked from the server {forked:.2f} s -> "
               f"{spawned / forked:.1f}x")
+        if args.server_had:
+            other = median(OTHER, key)
+            print(f"    forked from a server that imported {args.server_had} instead: {other:.2f} s -> "
+                  f"{other / forked:.1f}x the server's with the stage's module")
 
 
 if __name__ == "__main__":

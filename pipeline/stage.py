@@ -28,6 +28,7 @@ from stores.lock import StoreLock
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from pipeline.common.scheduling import SchedulerConfig
     from pipeline.workspace.config import WorkspaceConfig
 
 COMPLETE, STALE, FAILED, MISSING, NOT_CONFIGURED = "complete", "stale", "failed", "missing", "not configured"
@@ -184,6 +185,9 @@ class Stage(ABC):
     config_type: ClassVar[type]
     # Which set of videos `avfix status` lists this stage's per-video states under (None: not per video).
     video_set: ClassVar[str | None] = None
+    # The modules the tasks of the stage's local dask worker processes import: their server imports them
+    # once for every worker (`pipeline.common.scheduling.start_worker_server`).
+    worker_modules: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def outputs(self, workspace: Path) -> tuple[Path, ...]:
@@ -201,6 +205,10 @@ class Stage(ABC):
             if run.forced:
                 self.forget(run.workspace, run.config)
             return self.work(run)
+
+    def scheduler(self, config: WorkspaceConfig) -> SchedulerConfig:
+        """Where the stage's per-video work runs (`[run] workers`, `threads`, `scheduler`)."""
+        return config.scheduler()
 
     def lock_target(self, workspace: Path) -> Path:
         """What a run holds the lock of: its first output (`stores.lock`)."""

@@ -153,15 +153,16 @@ def interruptible() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def preloaded_worker_processes():
     """The tests' dask worker processes fork from one server that imported what every stage's workers run
-    (as avfix's local clusters do with one stage's), instead of each importing torch anew: the suite starts
-    dozens of worker processes, and the nanny restarts one after each kill of the fault tests. The tests'
-    own local clusters (`LocalCluster(processes=True)`) fork from it too."""
+    (as `avfix run` starts it), instead of each importing torch anew: the suite starts dozens of worker
+    processes, and the nanny restarts one after each kill of the fault tests. The tests' own local
+    clusters (`LocalCluster(processes=True)`) fork from it too."""
     import dask
 
     from pipeline.common.scheduling import WORKER_START_METHOD, start_worker_server
-    from pipeline.predict.stage import PREDICT_WORKER_MODULES  # extract's tasks and predict's
+    from pipeline.workspace.dag import worker_modules
+    from pipeline.workspace.registry import STAGES
 
-    if not start_worker_server((*PREDICT_WORKER_MODULES, "pipeline.pseudolabel.runners")):
+    if not start_worker_server(worker_modules(STAGES)):
         yield
         return
     with dask.config.set({"distributed.worker.multiprocessing-method": WORKER_START_METHOD}):

@@ -80,6 +80,7 @@ def extraction_state(stage: str, source: Path, store: Path, config: ExtractConfi
 
 class ExtractStage(Stage):
     name = "extract"
+    worker_modules = (EXTRACT_TASKS,)
     config_type = ExtractConfig
     video_set = TRAINING_VIDEOS
 
@@ -99,9 +100,9 @@ class ExtractStage(Stage):
         config = run.config
         if config.run.videos is None:
             raise InputError("no training videos: pass VIDEOS or set [run] videos")
-        scheduler = config.scheduler()
+        scheduler = self.scheduler(config)
         if scheduler.local_processes:  # their server imports what they run while this process imports it too
-            start_worker_server((EXTRACT_TASKS,))
+            start_worker_server(self.worker_modules)
         from pipeline.extract.run import run_extract
 
         progress = Progress(enabled=run.progress)

@@ -108,6 +108,7 @@ def predicted_video_state(video_id: str, attrs: pred_store.PredictionsVideo | No
 class PredictStage(Stage):
     name = "predict"
     upstream = ("train",)
+    worker_modules = PREDICT_WORKER_MODULES
     config_type = PredictConfig
     video_set = PREDICT_VIDEOS
 
@@ -170,7 +171,7 @@ class PredictStage(Stage):
         if config.run.predict_videos is None:
             raise InputError("no videos to predict: pass VIDEOS (or --predict) or set [run] predict_videos")
         progress = Progress(enabled=run.progress)
-        return run_predict(config.run.predict_videos, run.workspace, config.predict, config.scheduler(), progress,
+        return run_predict(config.run.predict_videos, run.workspace, config.predict, self.scheduler(config), progress,
                            on_failure=lambda path, reason: progress.message(f"FAILED {path}: {reason}"))  # fmt: skip
 
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:

@@ -17,6 +17,7 @@ from pipeline.common.processes import Distributed
 from pipeline.common.scheduling import SchedulerConfig
 from pipeline.pseudolabel.classifier_loop import Team, run_train_job
 from pipeline.pseudolabel.passes import PassJob, PassOutcome, run_pass, run_passes
+from pipeline.pseudolabel.stage import PSEUDOLABEL_TASKS
 
 PASSES, TRAIN = "passes", "train"
 
@@ -110,7 +111,7 @@ def pass_runner(processes: Distributed, scheduler: SchedulerConfig, device: str)
     if scheduler.workers > 1 or scheduler.address:
         from pipeline.common.scheduling import dask_client
 
-        with dask_client(scheduler, worker_modules=(__name__,)) as client:
+        with dask_client(scheduler, worker_modules=(PSEUDOLABEL_TASKS,)) as client:
             yield DaskRunner(client)
         return
     yield InlineRunner(str(resolve_device(device)))

@@ -35,10 +35,12 @@ from stores import zarr_io
 from stores.cache import SCAM_CACHE
 
 if TYPE_CHECKING:
+    from pipeline.common.scheduling import SchedulerConfig
     from pipeline.pseudolabel.run import PseudolabelSummary
     from pipeline.workspace.config import WorkspaceConfig
 
 EVENT_MODEL = "event_audio"
+PSEUDOLABEL_TASKS = "pipeline.pseudolabel.runners"  # the module of the tasks pseudolabel's dask workers run
 COARSE, FINE = "_coarse", "_fine"
 
 
@@ -235,6 +237,7 @@ def pseudo_video_state(video_id: str, features_fingerprint: str, attrs: pstore.P
 class PseudolabelStage(Stage):
     name = "pseudolabel"
     upstream = ("extract",)
+    worker_modules = (PSEUDOLABEL_TASKS,)
     config_type = PseudolabelConfig
     video_set = TRAINING_VIDEOS
 
@@ -282,10 +285,12 @@ class PseudolabelStage(Stage):
         from pipeline.common.progress import Progress
         from pipeline.pseudolabel.run import run_pseudolabel
 
-        # Local workers are processes: each runs torch passes, whose Python glue threads would serialise.
-        scheduler = dataclasses.replace(run.config.scheduler(), threads=False)
         return run_pseudolabel(run.workspace, run.config.pseudolabel, Progress(enabled=run.progress),
-                               scheduler=scheduler)  # fmt: skip
+                               scheduler=self.scheduler(run.config))  # fmt: skip
+
+    def scheduler(self, config: WorkspaceConfig) -> SchedulerConfig:
+        # Local workers are processes: each runs torch passes, whose Python glue threads would serialise.
+        return dataclasses.replace(config.scheduler(), threads=False)
 
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:
         pstore.SCHEMA.forget_completion(pstore.SCHEMA.path(workspace))

@@ -24,7 +24,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from pipeline.common.errors import is_problem, one_line
 from pipeline.stage import FAILED, NOT_CONFIGURED, Stage, StageRun, StageSummary
@@ -141,8 +141,9 @@ def run_dag(workspace: str | Path, overrides: Overrides, request: RunRequest, ec
 
 def _stages(summary: RunSummary, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo,
             origin: str) -> None:  # fmt: skip
-    for chosen in request.stages:
-        outcome = _stage(chosen, workspace, config, request, echo, origin)
+    chosen_stages = request.stages
+    for k, chosen in enumerate(chosen_stages):
+        outcome = _stage(chosen, workspace, config, request, echo, origin, chosen_stages[k + 1 :])
         summary.stages.append(outcome)
         if outcome.action == "interrupted":
             summary.interrupted = True
@@ -153,7 +154,7 @@ def _stages(summary: RunSummary, workspace: Path, config: WorkspaceConfig, reque
 
 
 def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: RunRequest, echo: Echo,
-           origin: str) -> StageOutcome:  # fmt: skip
+           origin: str, later: tuple[Stage, ...]) -> StageOutcome:  # fmt: skip
     began = time.perf_counter()
     name = chosen.name
     try:
@@ -171,6 +172,7 @@ def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: Run
             if line:
                 echo(line)
             run = StageRun(workspace, config, forced=forced, restart=state.restart, progress=request.progress)
+            _start_worker_server(config, chosen, later)
             outcome = _ran(name, chosen.run(run))
     except KeyboardInterrupt:
         outcome = StageOutcome(name, "interrupted", f"{name}: interrupted [rerun to resume]", ok=False)
@@ -181,6 +183,25 @@ def _stage(chosen: Stage, workspace: Path, config: WorkspaceConfig, request: Run
     outcome.seconds = time.perf_counter() - began
     echo(outcome.line)
     return outcome
+
+
+def worker_modules(stages: Iterable[Stage], config: WorkspaceConfig | None = None) -> tuple[str, ...]:
+    """What the local worker processes of `stages` import, each module once, in the stages' order; given
+    `config`, of only the stages it has work on local worker processes."""
+    chosen = [s for s in stages if config is None or s.scheduler(config).local_processes]
+    return tuple(dict.fromkeys(module for stage_ in chosen for module in stage_.worker_modules))
+
+
+def _start_worker_server(config: WorkspaceConfig, running: Stage, later: tuple[Stage, ...]) -> None:
+    """When `running` works on local worker processes: their server, with the modules of every later stage
+    that will too. The first start of a process decides what the server imports, so otherwise (extract
+    first, say) the later stages' workers would each import their own modules, torch's network code
+    among them."""
+    if not running.worker_modules or not running.scheduler(config).local_processes:
+        return
+    from pipeline.common.scheduling import start_worker_server
+
+    start_worker_server(worker_modules((running, *later), config))
 
 
 def _ran(name: str, summary: StageSummary) -> StageOutcome:

@@ -225,6 +225,51 @@ def test_ctrl_c_stops_the_run_with_exit_130_and_a_rerun_resumes(done, tmp_path, 
     assert actions(summary)["train"] == "ran" and summary.ok
 
 
+def test_worker_processes_of_later_stages_fork_with_their_modules_preloaded(done, tmp_path, monkeypatch,
+                                                                              worker_server_requests):  # fmt: skip
+    """The server local worker processes fork from is started by the first stage that runs on them, with the
+    modules of every later stage that will too (the first start decides what it imports)."""
+    ws = copy_of(done, tmp_path)
+    asked: dict[str, list[tuple[str, ...]]] = {}
+
+    class Ran:
+        ok = True
+
+        def line(self) -> str:
+            return "ran"
+
+        def to_dict(self) -> dict:
+            return {}
+
+    def recorded(self, stage_run):
+        asked[self.name] = list(worker_server_requests)  # what had been asked when the stage began
+        return Ran()
+
+    for name in STAGES:
+        monkeypatch.setattr(type(registry.stage(name)), "run", recorded)
+    extract, pseudolabel, predict = "pipeline.extract.run", "pipeline.pseudolabel.runners", "pipeline.predict.segments"
+
+    def run_asking(*settings: str, until: str | None = None) -> dict[str, list[tuple[str, ...]]]:
+        asked.clear()
+        worker_server_requests.clear()
+        summary, _ = run(ws, *settings, until=until, force=tuple(STAGES[: STAGES.index(until or "evaluate") + 1]))
+        assert summary.ok and set(actions(summary).values()) == {"ran"}
+        return asked
+
+    # Worker processes everywhere: extract starts the server with every stage's modules (the later stages'
+    # own requests change nothing: the server runs).
+    got = run_asking("run.workers=2", "run.threads=false")
+    assert got["extract"] == [(extract, pseudolabel, predict)]
+    assert got["evaluate"] == [(extract, pseudolabel, predict), (pseudolabel, extract, predict), (extract, predict)]
+    assert run_asking("run.workers=2", "run.threads=false", until="extract")["extract"] == [(extract,)]
+    # Worker threads (the default) for extract and predict; pseudolabel's workers are processes regardless.
+    got = run_asking("run.workers=2")
+    assert got["extract"] == [] and got["pseudolabel"] == [(pseudolabel,)] == got["evaluate"]
+    # One worker: no worker process, no server.
+    assert run_asking("run.workers=1", "run.threads=false")["evaluate"] == []
+    assert dag.worker_modules(registry.STAGES) == (extract, pseudolabel, predict)
+
+
 def test_status_of_an_empty_workspace_and_bad_config(tmp_path):
     found = read_status(tmp_path / "nothing")
     assert [(s.stage, s.state) for s in found.stages] == [
