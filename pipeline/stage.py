@@ -207,7 +207,8 @@ class Stage(ABC):
             return self.work(run)
 
     def scheduler(self, config: WorkspaceConfig) -> SchedulerConfig:
-        """Where the stage's per-video work runs (`[run] workers`, `threads`, `scheduler`)."""
+        """Where the stage's per-video work runs (`[run] workers`, `threads`, `scheduler`); local workers are
+        threads unless the stage or `[run] threads` chooses otherwise."""
         return config.scheduler()
 
     def lock_target(self, workspace: Path) -> Path:

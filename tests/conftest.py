@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -525,3 +526,46 @@ class ArmedWorkers:
     def __exit__(self, *exc: object) -> None:
         self.client.close()
         self.cluster.close()
+
+
+@pytest.fixture
+def crashing_workers():
+    """`crashing_workers(module, function, video_of, video_id)`: a context giving the `SchedulerConfig` of a
+    2-worker local cluster whose worker processes exit, as a segfault in native code would end them,
+    whenever `module.function(*args)` is called with `video_of(*args) == video_id`. dask retries such a
+    task once on a fresh worker (allowed-failures 1) and then fails it with `KilledWorker`; each worker
+    runs one task at a time (worker-saturation 1.0), so a death blames the crashing task alone."""
+    import dask
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    from pipeline.common.scheduling import SchedulerConfig
+
+    class CrashOn(WorkerPlugin):  # local, so pickled by value: the workers cannot import the tests
+        def __init__(self, *target) -> None:  # noqa: ANN002
+            self.target = target
+
+        def setup(self, worker) -> None:  # noqa: ANN001
+            import importlib
+
+            module, function, video_of, video_id = self.target
+            owner = importlib.import_module(module)
+            real = getattr(owner, function)
+
+            def crashing(*args, **kwargs):  # noqa: ANN002, ANN003
+                if video_of(*args) == video_id:
+                    os._exit(1)
+                return real(*args, **kwargs)
+
+            setattr(owner, function, crashing)
+
+    @contextmanager
+    def cluster_of(module: str, function: str, video_of: Callable, video_id: str):
+        settings = {"distributed.scheduler.allowed-failures": 1, "distributed.scheduler.worker-saturation": 1.0}
+        with dask.config.set(settings), LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                     dashboard_address=":0") as cluster:  # fmt: skip
+            with Client(cluster, set_as_default=False) as client:
+                client.register_plugin(CrashOn(module, function, video_of, video_id))
+                yield SchedulerConfig(address=cluster.scheduler_address)
+
+    return cluster_of

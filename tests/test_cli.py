@@ -37,6 +37,29 @@ def test_stage_commands_take_the_workspace_configuration_and_options_override_it
     assert stored_width(ws) == 48
 
 
+def test_extract_workers_are_processes_unless_the_command_asks_for_threads(videos, tmp_path, worker_server_requests):
+    """With -j 2 extract's local workers are processes (forked from the server, which it starts), with
+    --threads threads of the command; predict's are threads unless --processes, pseudolabel's processes."""
+    from pipeline.workspace.registry import stage
+
+    result = CliRunner().invoke(main, ["extract", str(videos), "-w", str(tmp_path / "ws"), "-q", "-j", "2"])
+    assert result.exit_code == 0 and "2 done" in result.output, result.output
+    assert worker_server_requests and set(worker_server_requests) == {("pipeline.extract.run",)}
+    worker_server_requests.clear()
+    args = ["extract", str(videos), "-w", str(tmp_path / "ws2"), "-q", "-j", "2", "--threads"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "2 done" in result.output, result.output
+    assert worker_server_requests == []
+
+    def threads(*settings: str) -> list[bool]:
+        config = load_config(tmp_path / "ws", Overrides(settings=("run.workers=2", *settings))).config
+        return [stage(name).scheduler(config).threads for name in ("extract", "pseudolabel", "predict")]
+
+    assert threads() == [False, False, True]
+    assert threads("run.threads=true") == [True, False, True]
+    assert threads("run.threads=false") == [False, False, False]
+
+
 def test_the_cpu_preset_of_a_stage_command_is_the_one_preset_table(videos, tmp_path):
     ws = tmp_path / "ws"
     result = CliRunner().invoke(main, ["extract", str(videos), "-w", str(ws), "-q", "--preset", "cpu"])

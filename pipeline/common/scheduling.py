@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 class SchedulerConfig:
     """`address` of a running dask scheduler, or a local cluster of `workers` single-threaded workers.
 
-    Several local workers are threads of this process by default: decoding, resizing, flow and
-    compression release the GIL, so threads need no second torch import (the worker processes' server's)
-    and no copies between processes.
-    `threads=False` makes them processes (see `start_worker_server`); a single worker runs in this process.
+    Several local workers are threads of this process (`threads`): decoding, resizing, flow and compression
+    release the GIL, so threads need no server process and no copies between processes, but they share
+    the GIL the glue between those calls holds. `threads=False` makes them processes forked from a
+    preloaded server (`start_worker_server`), which `avfix extract` chooses unless told otherwise: no GIL
+    to share, which is what caps threads on machines with more cores. A single worker runs in this process.
     A worker's task already keeps about two cores busy (see `pipeline.extract.run`): more workers pay off on
     machines with more cores.
     """
@@ -33,6 +34,13 @@ class SchedulerConfig:
     def local_processes(self) -> bool:
         """Whether the work runs on worker processes of a local cluster."""
         return self.workers > 1 and not self.threads and not self.address
+
+
+# Why a task fails whose worker process died each time dask ran it (`distributed.scheduler.allowed-failures`
+# retries, then `KilledWorker`): its video fails alone and the other videos go on. Only worker processes
+# survive such a crash (a segfault in native code, the kernel's out-of-memory killer); with threads it
+# ends the command.
+WORKER_DIED = "its worker process died each time it ran (a crash in native code, or out of memory)"
 
 
 # A local cluster's own diagnostics, which nobody sees (it has no dashboard), cost CPU in its event-loop

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import torch
-from distributed import Client, as_completed
+from distributed import Client, KilledWorker, as_completed
 
 from pipeline.common.allocator import tune_allocator
 from pipeline.common import media
@@ -35,7 +35,7 @@ from pipeline.common.flow import FlowComputer
 from pipeline.common.inputs import InputSet, discover
 from pipeline.common.progress import Progress
 from pipeline.common.read_ahead import read_ahead
-from pipeline.common.scheduling import SchedulerConfig, dask_client
+from pipeline.common.scheduling import WORKER_DIED, SchedulerConfig, dask_client
 from pipeline.common.settings import jsonable, output_settings
 from pipeline.extract.config import ExtractConfig
 from pipeline.extract.stage import EXTRACT_TASKS, extracted_video_state, video_fingerprint
@@ -398,13 +398,21 @@ def _run_tasks(
     progress: Progress,
 ) -> None:
     jobs: dict[str, _VideoJob] = {}
-    futures = as_completed(client.map(probe_task, records, config=config, pure=False), loop=client.loop)
+    probes = client.map(probe_task, records, config=config, pure=False)
+    owners = {future.key: record for future, record in zip(probes, records)}  # whose video each task works on
+    futures = as_completed(probes, loop=client.loop)
     try:
         for future in futures:
-            result = future.result()
+            try:
+                result = future.result()
+            except KilledWorker:  # e.g. a decoder crashed each worker that tried: this video fails
+                record = owners[future.key]
+                _fail_video(jobs, record.video_id, str(record.path), WORKER_DIED, fail)
+                continue
             try:
                 if isinstance(result, ProbeOutcome):
-                    _on_probe(client, futures, root, store, result, config, jobs, summary, failures, fail, progress)
+                    _on_probe(client, futures, owners, root, store, result, config, jobs, summary, failures, fail,
+                              progress)  # fmt: skip
                 else:
                     _on_segment(root, result, jobs, summary, failures, fail, progress)
             except OSError as exc:  # the store could not be written (disk full, read-only, ...): this video fails
@@ -415,20 +423,27 @@ def _run_tasks(
         raise
 
 
-def _fail_job(jobs: dict[str, _VideoJob], result: ProbeOutcome | SegmentOutcome, reason: str,
-              fail: Callable[[str, str, str], None]) -> None:  # fmt: skip
-    """A video's bookkeeping write failed: it fails once, and its other segments are ignored."""
-    video_id = result.record.video_id if isinstance(result, ProbeOutcome) else result.video_id
+def _fail_video(jobs: dict[str, _VideoJob], video_id: str, path: str, reason: str,
+                fail: Callable[[str, str, str], None]) -> None:  # fmt: skip
+    """The video fails once, for `reason`; its other segments' outcomes are ignored."""
     job = jobs.get(video_id)
     if job is not None and job.error is not None:
         return
     if job is not None:
         job.error = reason
-    path = str(result.record.path) if isinstance(result, ProbeOutcome) else str(job.record.path if job else "")
     fail(video_id, path, reason)
 
 
-def _on_probe(client, futures, root, store, outcome, config, jobs, summary, failures, fail, progress) -> None:  # noqa: ANN001
+def _fail_job(jobs: dict[str, _VideoJob], result: ProbeOutcome | SegmentOutcome, reason: str,
+              fail: Callable[[str, str, str], None]) -> None:  # fmt: skip
+    """A video's bookkeeping write failed: it fails once, and its other segments are ignored."""
+    video_id = result.record.video_id if isinstance(result, ProbeOutcome) else result.video_id
+    job = jobs.get(video_id)
+    path = str(result.record.path) if isinstance(result, ProbeOutcome) else str(job.record.path if job else "")
+    _fail_video(jobs, video_id, path, reason, fail)
+
+
+def _on_probe(client, futures, owners, root, store, outcome, config, jobs, summary, failures, fail, progress) -> None:  # noqa: ANN001
     record = outcome.record
     if outcome.error is not None:
         fail(record.video_id, str(record.path), outcome.error)
@@ -443,10 +458,10 @@ def _on_probe(client, futures, root, store, outcome, config, jobs, summary, fail
     for start in starts:
         stop = job.bounds[start]
         job.pending.add(start)
-        futures.add(
-            client.submit(segment_task, store, record.video_id, outcome.probe, start, stop, config,
-                          held_fence(store), pure=False)  # fmt: skip
-        )
+        future = client.submit(segment_task, store, record.video_id, outcome.probe, start, stop, config,
+                               held_fence(store), pure=False)  # fmt: skip
+        owners[future.key] = record
+        futures.add(future)
 
 
 def _on_segment(root, result: SegmentOutcome, jobs, summary, failures, fail, progress) -> None:  # noqa: ANN001

@@ -24,6 +24,7 @@ from stores import zarr_io
 from stores.records import VideoRecord
 
 if TYPE_CHECKING:
+    from pipeline.common.scheduling import SchedulerConfig
     from pipeline.extract.run import ExtractSummary
     from pipeline.workspace.config import WorkspaceConfig
 
@@ -108,6 +109,13 @@ class ExtractStage(Stage):
         progress = Progress(enabled=run.progress)
         return run_extract(config.run.videos, run.workspace, config.extract, scheduler, progress,
                            on_failure=lambda path, reason: progress.message(f"FAILED {path}: {reason}"))  # fmt: skip
+
+    def scheduler(self, config: WorkspaceConfig) -> SchedulerConfig:
+        # Local workers are processes unless `[run] threads` says otherwise: forked from a preloaded server
+        # they start in a fraction of a second and share no GIL, which a worker's threads hold ~1.2 ms a
+        # frame: on 2 cores 1.03-1.07x two threads' frames/s, and by that hold 4-5 threads would fill the GIL;
+        # a worker's crash fails its video alone (README, Benchmarks).
+        return config.scheduler(threads=False)
 
     def forget(self, workspace: Path, config: WorkspaceConfig) -> None:
         fstore.SCHEMA.forget_completion(fstore.SCHEMA.path(workspace))

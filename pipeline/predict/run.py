@@ -167,15 +167,20 @@ def _run_segments(plan: _Plan, scheduler: SchedulerConfig, summary: PredictSumma
         for segment in plan.segments:
             plan.finish(predict_segment(segment), summary)
         return
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
-    from pipeline.common.scheduling import dask_client
+    from pipeline.common.scheduling import WORKER_DIED, dask_client
 
     with dask_client(scheduler, worker_modules=PREDICT_WORKER_MODULES) as client:
         # A worker that dies takes its tasks with it; the scheduler runs them again on another worker.
         futures = client.map(predict_segment, plan.segments, pure=False)
+        segments = {future.key: segment for future, segment in zip(futures, plan.segments)}
         for future in as_completed(futures, loop=client.loop):
-            plan.finish(future.result(), summary)
+            try:
+                outcome = future.result()
+            except KilledWorker:  # it killed every worker that ran it: its video fails, the others go on
+                outcome = SegmentOutcome(segments[future.key], failure=WORKER_DIED, input_changed=True)
+            plan.finish(outcome, summary)
 
 
 def _prepare(videos: str | Path, workspace: Path, config: PredictConfig, scheduler: SchedulerConfig,

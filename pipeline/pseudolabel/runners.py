@@ -53,12 +53,20 @@ class DaskRunner:
         return Team()  # the classifiers train here: dask workers share no process group
 
     def run(self, jobs: list[PassJob]) -> Iterator[PassOutcome]:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
+
+        from pipeline.common.scheduling import WORKER_DIED
 
         if not jobs:
             return
-        for future in as_completed(self.client.map(run_pass, jobs, pure=False), loop=self.client.loop):
-            yield future.result()
+        futures = self.client.map(run_pass, jobs, pure=False)
+        owners = {future.key: job for future, job in zip(futures, jobs)}
+        for future in as_completed(futures, loop=self.client.loop):
+            try:
+                yield future.result()
+            except KilledWorker:  # it killed every worker that ran it: its video fails, the others go on
+                job = owners[future.key]
+                yield PassOutcome(job, f"{job.kind}: {WORKER_DIED}", job.info.fingerprint)
 
 
 class TorchrunRunner:

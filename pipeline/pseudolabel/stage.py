@@ -147,12 +147,16 @@ def classifier_upstream(name: str, trained: Iterable[str]) -> list[str]:
     return [n for n in wanted if n in trained]
 
 
-def classifier_fingerprint(name: str, config: PseudolabelConfig, key: TrainingKey, shas: dict[str, str]) -> str:
-    """What classifier `name` is made from; `shas` holds the checkpoints trained before it."""
+def classifier_fingerprint(name: str, config: PseudolabelConfig, key: TrainingKey, shas: dict[str, str],
+                           without: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """What classifier `name` is made from; `shas` holds the checkpoints trained before it; `without`: the
+    videos whose crops a fine classifier lacks (their coarse pass failed), so that a run which has them
+    all trains it again."""
     upstream = [shas[d] for d in classifier_upstream(name, shas)]
     maps = output_settings(config, "maps") if name.endswith(FINE) else {}
-    return zarr_io.fingerprint([name, output_settings(config, "classifiers"), key.weight_files, key.classes,
-                                key.data, upstream, maps, config.ALGORITHM_VERSION])  # fmt: skip
+    parts = [name, output_settings(config, "classifiers"), key.weight_files, key.classes, key.data, upstream, maps,
+             config.ALGORITHM_VERSION]  # fmt: skip
+    return zarr_io.fingerprint(parts + [sorted(without)] if without else parts)
 
 
 def coarse_shas(shas: dict[str, str]) -> list[tuple[str, str]]:

@@ -71,9 +71,10 @@ class ClassifierTrainer:
         return {name: result.sha256 for name, result in self.results.items()}
 
     def train(self, name: str, model: nn.Module, train_set: FrameSamples, val_set: FrameSamples,
-              forward: ForwardFn) -> TrainResult:  # fmt: skip
+              forward: ForwardFn, without: tuple[str, ...] = ()) -> TrainResult:  # fmt: skip
+        """`without`: the videos whose data it lacks (see `classifier_fingerprint`)."""
         job = TrainJob(name, model, train_set, val_set, forward, self.config.train, self.folder / f"{name}.pt",
-                       classifier_fingerprint(name, self.config, self.key, self.shas()))  # fmt: skip
+                       classifier_fingerprint(name, self.config, self.key, self.shas(), without))  # fmt: skip
         self.team.announce(job)  # the other processes of a torchrun job train it with this one
         result = run_train_job(job, self.device, self.team.processes, report=self.report, progress=self.progress,
                                on_rate=lambda rate, left: self.report(self._estimate(name, rate, left)))  # fmt: skip
@@ -187,7 +188,12 @@ def train_fine(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], boxe
     """Each branch retrained on the crops of the frames the coarse stage selected a region in (SPEC §3.2)."""
     config = trainer.config
     models: dict[Branch, SCAMClassifier] = {}
-    has_box: Keep = lambda video, t: bool(boxes[video.video_id][1][t])  # noqa: E731
+    # A video whose coarse pass failed has no boxes, and gives no crop.
+    has_box: Keep = lambda video, t: video.video_id in boxes and bool(boxes[video.video_id][1][t])  # noqa: E731
+    without = tuple(sorted(v.video_id for v in (*trainer.train_videos, *trainer.val_videos) if v.video_id not in boxes))
+    if without:
+        trainer.report(f"the fine classifiers train without the {len(without)} video(s) whose coarse maps failed; "
+                       "a run that has them all trains them again")  # fmt: skip
     for branch in branches:
         if branch == Branch.SA:
             related = event_related(event_of, config.event_threshold)
@@ -201,7 +207,7 @@ def train_fine(trainer: ClassifierTrainer, event_of: dict[str, np.ndarray], boxe
         model = build_classifier(config, branch, Stage.FINE, len(trainer.classes), trainer.cache)
         trainer.train(
             f"{branch}{FINE}", model, *_datasets(trainer, branch, Stage.FINE, train_items, val_items),
-            _forward(trainer, config.fine_size, event_of, train_items, val_items, branch, boxes),
+            _forward(trainer, config.fine_size, event_of, train_items, val_items, branch, boxes), without,
         )  # fmt: skip
         models[branch] = model
     return models

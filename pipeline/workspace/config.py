@@ -73,7 +73,9 @@ class RunSettings:
     fixations_layout: str = output_setting("auto")  # auto | stavis | csv | images
     preset: str = run_setting(default_factory=default_preset)  # the defaults the preset's tables started from
     workers: int = run_setting(1)  # local dask workers for extract and predict's decoding (-j)
-    threads: bool = run_setting(True)  # local workers are threads (False: processes); see pipeline.common.scheduling
+    # Local workers are threads (true) or processes (false); none: each stage's choice (extract: processes,
+    # predict: threads; pseudolabel's are always processes). See pipeline.common.scheduling.
+    threads: bool | None = run_setting(None)
     scheduler: str | None = run_setting(None)  # address of a dask.distributed scheduler
     torch_threads: int = run_setting(0)  # torch CPU threads (0: torch's default)
 
@@ -103,8 +105,9 @@ class WorkspaceConfig:
     def section(self, name: str) -> Any:
         return self.run if name == RUN else self.stages[name]
 
-    def scheduler(self) -> SchedulerConfig:
-        return SchedulerConfig(self.run.workers, self.run.scheduler, self.run.threads)
+    def scheduler(self, threads: bool = True) -> SchedulerConfig:
+        """Where per-video work runs; `threads`: the stage's choice when `[run] threads` is unset."""
+        return SchedulerConfig(self.run.workers, self.run.scheduler, threads if self.run.threads is None else self.run.threads)
 
     def table(self) -> dict[str, Any]:
         """The whole configuration as TOML-ready tables."""

@@ -506,3 +506,28 @@ def test_worker_processes_store_what_threads_store_and_their_server_preloads_the
         for name in ("frames", "flow", "audio"):
             np.testing.assert_array_equal(open_video(tmp_path / "processes", vid)[name][:],
                                           open_video(tmp_path / "threads", vid)[name][:])  # fmt: skip
+
+
+
+def test_a_video_that_crashes_its_worker_process_fails_alone_and_a_rerun_extracts_it(tmp_path, video_factory,
+                                                                                    crashing_workers):  # fmt: skip
+    from pipeline.common.scheduling import WORKER_DIED
+
+    videos = [video_factory(f"{n}.mp4", n_frames=40, fps=20) for n in "abc"]
+    src = layout(tmp_path, {"cat": videos})
+    config = ExtractConfig(size=32, segment_frames=64)
+    reference = run_extract(src, tmp_path / "reference", config, LOCAL)
+    assert reference.done == 3
+    with crashing_workers("pipeline.extract.run", "_extract_segment", lambda store, video_id, *rest: video_id,
+                          "b") as scheduler:  # fmt: skip
+        summary = run_extract(src, tmp_path / "ws", config, scheduler)
+    assert (summary.done, summary.failed) == (2, 1)
+    assert summary.failures == [{"video_id": "b", "path": str(src / "cat" / "b.mp4"), "reason": WORKER_DIED}]
+    assert fstore.SCHEMA.read_store(zarr.open_group(str(tmp_path / "ws" / "features.zarr"), mode="r")).failures["b"][
+        "reason"] == WORKER_DIED  # fmt: skip
+    again = run_extract(src, tmp_path / "ws", config, LOCAL)  # nothing crashes here: b is extracted, a and c kept
+    assert (again.done, again.skipped, again.failed) == (1, 2, 0)
+    for vid in "abc":
+        for name in ("frames", "flow", "audio"):
+            np.testing.assert_array_equal(open_video(tmp_path / "ws", vid)[name][:],
+                                          open_video(tmp_path / "reference", vid)[name][:])  # fmt: skip

@@ -154,3 +154,18 @@ def test_segments_of_a_run_that_lost_the_lock_write_no_map(trained, clips, tmp_p
     written = chunk_files(ws / "predictions.zarr/videos")
     assert [p for p in written if p.parent.name in ("saliency", "has_saliency")] == []
     assert {p.parent.parent.name for p in written if p.parent.name == "t"}  # the coordinator's own writes went on
+
+
+def test_a_video_whose_segment_crashes_its_worker_process_fails_alone(trained, clips, one_process, tmp_path,
+                                                                     crashing_workers):  # fmt: skip
+    from pipeline.common.scheduling import WORKER_DIED
+
+    ws = workspace_with(trained, tmp_path)
+    with crashing_workers("pipeline.predict.segments", "predict_segment", lambda segment, *rest: segment.video_id,
+                          "long") as scheduler:  # fmt: skip
+        summary = run_predict(clips, ws, CONFIG, scheduler)
+    assert (summary.done, summary.failed, summary.frames) == (2, 1, 18), summary.line()
+    assert summary.failures == [{"video_id": "long", "path": str(clips / "long.mp4"), "reason": WORKER_DIED}]
+    again = run_predict(clips, ws, CONFIG)  # nothing crashes here: long is predicted, the others kept
+    assert (again.done, again.skipped, again.failed) == (1, 2, 0), again.line()
+    assert differences(ws / "predictions.zarr", one_process) == []

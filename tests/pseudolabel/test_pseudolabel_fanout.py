@@ -85,3 +85,24 @@ def test_two_torchrun_processes_train_the_classifiers_one_process_trains(extract
         assert a["state"]["best_val"] == b["state"]["best_val"] and a["state"]["steps"] == b["state"]["steps"], name
         for key, value in a["model"].items():
             torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}: {key}")
+
+
+def test_a_video_whose_pass_crashes_its_worker_process_fails_alone(extracted, one_process, tmp_path,
+                                                                  crashing_workers):  # fmt: skip
+    import zarr
+
+    from pipeline.common.scheduling import WORKER_DIED
+
+    ws = shutil.copytree(extracted, tmp_path / "ws")
+    poisoned = sorted(zarr.open_group(str(ws / "features.zarr"), mode="r")["videos"].group_keys())[0]
+    with crashing_workers("pipeline.pseudolabel.passes", "run_pass", lambda job, *rest: job.info.video_id,
+                          poisoned) as scheduler:  # fmt: skip
+        summary = run_pseudolabel(ws, load_config(ws).config.pseudolabel, scheduler=scheduler)
+    assert (summary.done, summary.failed) == (3, 1), summary.line()
+    [failure] = summary.failures
+    assert failure["video_id"] == poisoned and failure["reason"].endswith(WORKER_DIED), failure
+    # The rerun (nothing crashes here) trains the fine classifiers again, now with the failed video's crops,
+    # and so redoes every video's final maps: it ends with the store of a run that never failed.
+    again = run_pseudolabel(ws, load_config(ws).config.pseudolabel)
+    assert again.ok and (again.done, again.failed) == (4, 0), again.line()
+    assert store_differences(ws / "pseudo.zarr", one_process, ignore=PLACES) == []

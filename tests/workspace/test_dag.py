@@ -262,8 +262,12 @@ def test_worker_processes_of_later_stages_fork_with_their_modules_preloaded(done
     assert got["extract"] == [(extract, pseudolabel, predict)]
     assert got["evaluate"] == [(extract, pseudolabel, predict), (pseudolabel, extract, predict), (extract, predict)]
     assert run_asking("run.workers=2", "run.threads=false", until="extract")["extract"] == [(extract,)]
-    # Worker threads (the default) for extract and predict; pseudolabel's workers are processes regardless.
+    # By default extract's workers are processes and predict's threads: no predict modules.
     got = run_asking("run.workers=2")
+    assert got["extract"] == [(extract, pseudolabel)] == got["evaluate"][:1]
+    assert got["evaluate"] == [(extract, pseudolabel), (pseudolabel,)]
+    # Worker threads for extract and predict; pseudolabel's workers are processes regardless.
+    got = run_asking("run.workers=2", "run.threads=true")
     assert got["extract"] == [] and got["pseudolabel"] == [(pseudolabel,)] == got["evaluate"]
     # One worker: no worker process, no server.
     assert run_asking("run.workers=1", "run.threads=false")["evaluate"] == []
