@@ -15,7 +15,7 @@ import dataclasses
 import os
 import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,10 +197,14 @@ def _classifier_header(saved: Any) -> dict[str, Any] | None:
     return {"fingerprint": saved.get("fingerprint"), "finished": bool(saved.get("state", {}).get("finished"))}
 
 
-def classifiers_reason(folder: Path, recorded: dict[str, str], config: PseudolabelConfig,
-                       key: TrainingKey) -> tuple[str, dict[str, str]]:  # fmt: skip
-    """("", current checkpoint hashes) when a run would reuse every recorded classifier, else (why not, {})."""
+def classifiers_reason(folder: Path, recorded: dict[str, str], config: PseudolabelConfig, key: TrainingKey,
+                       fine_without: Callable[[dict[str, str]], tuple[str, ...]] = lambda shas: (),
+                       ) -> tuple[str, dict[str, str]]:  # fmt: skip
+    """("", current checkpoint hashes) when a run would reuse every recorded classifier, else (why not, {}).
+    `fine_without(coarse checkpoint hashes)`: the videos a run would train the fine classifiers without
+    (their coarse maps are not there: see `classifier_fingerprint`)."""
     shas: dict[str, str] = {}
+    without: tuple[str, ...] | None = None
     order = sorted(recorded, key=lambda n: (n != EVENT_MODEL, n.endswith(FINE), n))  # the order they train in
     for name in order:
         path = folder / f"{name}.pt"
@@ -210,7 +214,9 @@ def classifiers_reason(folder: Path, recorded: dict[str, str], config: Pseudolab
             header = read_classifier_header(path)
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is retrained; the reason says why
             return f"classifier checkpoint {path} is unreadable ({type(exc).__name__}): trains again", {}
-        if header["fingerprint"] != classifier_fingerprint(name, config, key, shas):
+        if name.endswith(FINE) and without is None:
+            without = fine_without(shas)
+        if header["fingerprint"] != classifier_fingerprint(name, config, key, shas, without or ()):
             return f"classifier {name} trains again: its settings, data or upstream classifiers changed", {}
         if not header["finished"]:
             return f"classifier {name} is unfinished: its training resumes", {}
@@ -262,7 +268,16 @@ class PseudolabelStage(Stage):
             return StageState(self.name, MISSING, str(exc), str(output))
         root = pstore.SCHEMA.open_for_reading(output) if output.exists() else None
         recorded = pstore.SCHEMA.read_store(root) if root is not None else pstore.PseudoStoreAttrs()
-        why, shas = classifiers_reason(checkpoint_folder(workspace), recorded.checkpoints, settings, key)
+
+        def fine_without(coarse: dict[str, str]) -> tuple[str, ...]:
+            """The videos whose coarse maps are not those of the coarse classifiers `coarse` (they failed)."""
+            def has_coarse(video: VideoInfo) -> bool:
+                attrs = pstore.SCHEMA.read_video(root, video.video_id) if root is not None else None
+                return attrs is not None and attrs.coarse_fingerprint == coarse_fingerprint(coarse, settings,
+                                                                                            video.fingerprint)  # fmt: skip
+            return tuple(sorted(v.video_id for v in videos.usable if not has_coarse(v)))
+
+        why, shas = classifiers_reason(checkpoint_folder(workspace), recorded.checkpoints, settings, key, fine_without)
         states = []
         for video in videos.usable:
             attrs = pstore.SCHEMA.read_video(root, video.video_id)

@@ -92,15 +92,23 @@ def test_a_video_whose_pass_crashes_its_worker_process_fails_alone(extracted, on
     import zarr
 
     from pipeline.common.scheduling import WORKER_DIED
+    from pipeline.pseudolabel.stage import PseudolabelStage
+    from pipeline.stage import COMPLETE, FAILED
 
     ws = shutil.copytree(extracted, tmp_path / "ws")
-    poisoned = sorted(zarr.open_group(str(ws / "features.zarr"), mode="r")["videos"].group_keys())[0]
+    ids = sorted(zarr.open_group(str(ws / "features.zarr"), mode="r")["videos"].group_keys())
+    poisoned = ids[0]
     with crashing_workers("pipeline.pseudolabel.passes", "run_pass", lambda job, *rest: job.info.video_id,
                           poisoned) as scheduler:  # fmt: skip
         summary = run_pseudolabel(ws, load_config(ws).config.pseudolabel, scheduler=scheduler)
     assert (summary.done, summary.failed) == (3, 1), summary.line()
     [failure] = summary.failures
     assert failure["video_id"] == poisoned and failure["reason"].endswith(WORKER_DIED), failure
+    # Status agrees with the run: the fine classifiers trained without the failed video are the ones a run
+    # would use while it fails (not stale), the other videos are complete.
+    state = PseudolabelStage().state(ws, load_config(ws).config)
+    assert {v.video_id: v.state for v in state.videos} == {v: FAILED if v == poisoned else COMPLETE for v in ids}
+    assert not state.needs_run, state.reason
     # The rerun (nothing crashes here) trains the fine classifiers again, now with the failed video's crops,
     # and so redoes every video's final maps: it ends with the store of a run that never failed.
     again = run_pseudolabel(ws, load_config(ws).config.pseudolabel)
