@@ -508,7 +508,6 @@ def test_worker_processes_store_what_threads_store_and_their_server_preloads_the
                                           open_video(tmp_path / "threads", vid)[name][:])  # fmt: skip
 
 
-
 def test_a_video_that_crashes_its_worker_process_fails_alone_and_a_rerun_extracts_it(tmp_path, video_factory,
                                                                                     crashing_workers):  # fmt: skip
     from pipeline.common.scheduling import WORKER_DIED
