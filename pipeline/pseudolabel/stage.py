@@ -268,19 +268,22 @@ class PseudolabelStage(Stage):
             return StageState(self.name, MISSING, str(exc), str(output))
         root = pstore.SCHEMA.open_for_reading(output) if output.exists() else None
         recorded = pstore.SCHEMA.read_store(root) if root is not None else pstore.PseudoStoreAttrs()
+        attrs_of = {video.video_id: pstore.SCHEMA.read_video(root, video.video_id) for video in videos.usable}
 
         def fine_without(coarse: dict[str, str]) -> tuple[str, ...]:
-            """The videos whose coarse maps are not those of the coarse classifiers `coarse` (they failed)."""
+            """The failed videos whose coarse maps are not those of the coarse classifiers `coarse` (a video
+            merely interrupted gets its coarse maps in the next run, before the fine classifiers train)."""
             def has_coarse(video: VideoInfo) -> bool:
-                attrs = pstore.SCHEMA.read_video(root, video.video_id) if root is not None else None
+                attrs = attrs_of[video.video_id]
                 return attrs is not None and attrs.coarse_fingerprint == coarse_fingerprint(coarse, settings,
                                                                                             video.fingerprint)  # fmt: skip
-            return tuple(sorted(v.video_id for v in videos.usable if not has_coarse(v)))
+            failed = [v for v in videos.usable if v.video_id in recorded.failures]
+            return tuple(sorted(v.video_id for v in failed if not has_coarse(v)))
 
         why, shas = classifiers_reason(checkpoint_folder(workspace), recorded.checkpoints, settings, key, fine_without)
         states = []
         for video in videos.usable:
-            attrs = pstore.SCHEMA.read_video(root, video.video_id)
+            attrs = attrs_of[video.video_id]
             expected = "" if why else video_fingerprint(shas, settings, video.fingerprint)
             state = pseudo_video_state(video.video_id, video.fingerprint, attrs, expected, settings, recorded.settings,
                                        recorded.failures.get(video.video_id))  # fmt: skip

@@ -107,7 +107,8 @@ class WorkspaceConfig:
 
     def scheduler(self, threads: bool = True) -> SchedulerConfig:
         """Where per-video work runs; `threads`: the stage's choice when `[run] threads` is unset."""
-        return SchedulerConfig(self.run.workers, self.run.scheduler, threads if self.run.threads is None else self.run.threads)
+        chosen = threads if self.run.threads is None else self.run.threads
+        return SchedulerConfig(self.run.workers, self.run.scheduler, chosen)
 
     def table(self) -> dict[str, Any]:
         """The whole configuration as TOML-ready tables."""

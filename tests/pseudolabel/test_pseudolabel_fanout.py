@@ -114,3 +114,22 @@ def test_a_video_whose_pass_crashes_its_worker_process_fails_alone(extracted, on
     again = run_pseudolabel(ws, load_config(ws).config.pseudolabel)
     assert again.ok and (again.done, again.failed) == (4, 0), again.line()
     assert store_differences(ws / "pseudo.zarr", one_process, ignore=PLACES) == []
+
+
+def test_status_of_a_run_killed_in_a_coarse_pass_keeps_the_fine_classifiers(one_process, tmp_path):
+    """A video whose coarse maps are missing because a run was stopped (not because it failed) gets them in
+    the next run before the fine classifiers train: they stay valid, and only that video is to do."""
+    import zarr
+
+    from pipeline.pseudolabel.stage import PseudolabelStage
+    from pipeline.stage import COMPLETE, MISSING
+    from stores import pseudo as pstore
+    from stores import zarr_io
+
+    ws = shutil.copytree(one_process.parent, tmp_path / "ws")
+    root = zarr.open_group(str(ws / "pseudo.zarr"), mode="r+")
+    ids = sorted(root["videos"].group_keys())
+    pstore.SCHEMA.update_video(zarr_io.video_group(root, ids[0]), coarse_fingerprint=None,
+                               status=zarr_io.STATUS_IN_PROGRESS)  # fmt: skip
+    state = PseudolabelStage().state(ws, load_config(ws).config)
+    assert {v.video_id: v.state for v in state.videos} == {v: MISSING if v == ids[0] else COMPLETE for v in ids}
